@@ -1,0 +1,165 @@
+"""Every knob of an edit, with the paper's defaults (MAG-Edit, appendix B) and named presets.
+
+Step counts follow the paper's convention: the denoising loop runs t = T, T-1, ..., 1 and a range
+"[T, tau]" means the first ``T - tau`` denoising steps. With T = 50 and tau1 = 10 the
+cross-attention injection is on for the first 40 steps (80%), which is what the authors' code does
+with ``cross_replace_steps = 0.8``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+Constraint = Literal["token_ratio", "spatial_ratio"]
+InversionMethod = Literal["null_text", "direct", "ddim"]
+
+CONSTRAINTS: tuple[str, ...] = ("token_ratio", "spatial_ratio")
+INVERSION_METHODS: tuple[str, ...] = ("null_text", "direct", "ddim")
+PAPER_STEPS = 50
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """One edit's settings. Defaults are the paper's (appendix B) unless a comment says otherwise."""
+
+    # Sampling: DDIM with T = 50 steps and classifier-free guidance 7.5 (appendix B).
+    steps: int = 50
+    guidance_scale: float = 7.5
+    # Cross-attention injection of common tokens during [T, tau1] (Eq. 4): tau1 = 10 for colour and
+    # texture, 40 for object/shape edits (appendix B).
+    tau1: int = 10
+    # Self-attention injection (layers with <= 32x32 queries) during [T, tau_self] (appendix B: 25).
+    tau_self: int = 25
+    # MAG gradient guidance during [T, tau2] (appendix B: tau2 = 25).
+    tau2: int = 25
+    # MAX_IT, the number of guidance updates per guided step (appendix B: 15).
+    max_iter: int = 15
+    # Which constraint MAG maximises: token ratio (Eq. 5) or spatial ratio (Eq. 6).
+    constraint: Constraint = "token_ratio"
+    # lambda_p of Eq. 7: weight of the positive constraint (appendix B: 2.5; the authors' code uses
+    # it for every token-ratio edit). Exposed in the UI as "granularity".
+    scale: float = 2.5
+    # lambda_ng of Eq. 7 (appendix B: 5.5); used only when a negative word is given.
+    negative_scale: float = 5.5
+    # lambda of Eq. 6 (section 4.2: 3).
+    spatial_lambda: float = 3.0
+    # Latent blend during t in [blend_steps, 0], i.e. after each of the last 15 steps (appendix B).
+    blend_steps: int = 15
+    # Inversion of the real image: null-text (the paper), direct, or plain DDIM.
+    inversion: InversionMethod = "null_text"
+    # Null-text inversion (Mokady et al., as in the paper): inner Adam steps per timestep, learning
+    # rate lr * (1 - i / 100) at step i, early stop when the loss is below eps + i * 2e-5.
+    null_inner_steps: int = 10
+    null_lr: float = 1e-2
+    null_epsilon: float = 1e-5
+    # Resolution (pixels per side) of the cross-attention maps the loss reads; None = latent / 4,
+    # which is 16 for a 512 x 512 image as in the paper (section 5.1).
+    attention_res: int | None = None
+    # Seed of every random choice of an edit (recorded with each result).
+    seed: int = 0
+    # Run Algorithm 1 literally (reconstruction forward every iteration, full UNet forward).
+    # Slower; kept so tests and benchmarks can prove the fast path gives the same numbers.
+    reference: bool = False
+
+    def __post_init__(self) -> None:
+        ints = ("steps", "tau1", "tau_self", "tau2", "max_iter", "blend_steps", "null_inner_steps")
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if not 1 <= self.steps <= 1000:
+            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+        for name in ("tau1", "tau_self", "tau2", "blend_steps"):
+            value = getattr(self, name)
+            if not 0 <= value <= self.steps:
+                raise ValueError(f"{name} must be between 0 and steps ({self.steps}), got {value}")
+        if not 0 <= self.max_iter <= 200:
+            raise ValueError(f"max_iter must be between 0 and 200, got {self.max_iter}")
+        if not 0 <= self.null_inner_steps <= 100:
+            raise ValueError(
+                f"null_inner_steps must be between 0 and 100, got {self.null_inner_steps}"
+            )
+        for name in ("guidance_scale", "scale", "negative_scale", "spatial_lambda", "null_lr"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.guidance_scale > 50:
+            raise ValueError(f"guidance_scale must be at most 50, got {self.guidance_scale}")
+        if self.constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {self.constraint!r}")
+        if self.inversion not in INVERSION_METHODS:
+            raise ValueError(
+                f"inversion must be one of {INVERSION_METHODS}, got {self.inversion!r}"
+            )
+        if self.attention_res is not None and self.attention_res < 1:
+            raise ValueError(f"attention_res must be positive, got {self.attention_res}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    # The schedule, as predicates on the 0-based denoising step index i (i = 0 is t = T).
+    def cross_inject_at(self, i: int) -> bool:
+        return i < self.steps - self.tau1
+
+    def self_inject_at(self, i: int) -> bool:
+        return i < self.steps - self.tau_self
+
+    def guide_at(self, i: int) -> bool:
+        return self.max_iter > 0 and i < self.steps - self.tau2
+
+    def blend_at(self, i: int) -> bool:
+        return i >= self.steps - self.blend_steps
+
+    def with_steps(self, steps: int) -> EditConfig:
+        """The same schedule on ``steps`` denoising steps: every tau is scaled proportionally."""
+
+        def rescale(tau: int) -> int:
+            return round(tau * steps / self.steps)
+
+        return replace(
+            self,
+            steps=steps,
+            tau1=rescale(self.tau1),
+            tau_self=rescale(self.tau_self),
+            tau2=rescale(self.tau2),
+            blend_steps=rescale(self.blend_steps),
+        )
+
+    def replace(self, **changes: Any) -> EditConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EditConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown EditConfig fields {unknown}; known fields are {sorted(known)}"
+            )
+        return cls(**data)
+
+
+# Presets (section 5.1, appendix B): token ratio for colour and texture, spatial ratio (with the
+# late cross-attention release tau1 = 40, so the shape may change) for object edits.
+PRESETS: dict[str, EditConfig] = {
+    "color": EditConfig(constraint="token_ratio", tau1=10),
+    "texture": EditConfig(constraint="token_ratio", tau1=10),
+    "object": EditConfig(constraint="spatial_ratio", tau1=40),
+}
+
+
+def preset(name: str, **overrides: Any) -> EditConfig:
+    """The named preset (``color``, ``texture`` or ``object``) with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)
