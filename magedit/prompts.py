@@ -1,0 +1,303 @@
+"""Prompts: checks, word -> token positions, and the source/target token alignment.
+
+Every function takes a Hugging Face CLIP tokenizer first (`magedit.tokenizer.clip_tokenizer()`
+for SD v1.4's). Positions index the 77-long padded token sequence that the text encoder reads:
+0 is `<|startoftext|>`, then the prompt's tokens, then `<|endoftext|>` and padding.
+
+How CLIP splits text, which the word matching below follows: the prompt is NFC-normalized,
+whitespace runs become one space, it is lowercased, then split into pieces (a run of letters, a
+single digit, a run of other non-space characters, or one of 's 't 're 've 'm 'll 'd), and each
+piece is byte-pair encoded into one or more tokens ("tiedye" -> ti + ed + ye</w>, "tie-dye" ->
+tie</w> + -</w> + dye</w>, "2023" -> four tokens, an emoji -> one or more byte tokens).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+MAX_TOKENS = 77  # CLIP text encoder positions: BOS + 75 prompt tokens + EOS
+
+# Scores of prompt-to-prompt's "refine" alignment (Google's `seq_aligner`: ScoreParams(0, 1, -1)).
+_GAP, _MATCH, _MISMATCH = 0, 1, -1
+# Traceback moves, with prompt-to-prompt's codes.
+_LEFT, _UP, _DIAG, _STOP = 1, 2, 3, 4
+
+_ALNUM = r"[^\W_]"  # a letter or a digit: CLIP's \p{L} / \p{N} (underscore is punctuation to CLIP)
+_OUTER_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+# CLIP's pre-tokenizer (transformers' CLIPTokenizer / OpenAI's simple_tokenizer).
+_CLIP_PIECE = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """The prompt's token ids with BOS and EOS, unpadded and untruncated (`tokenizer.encode`)."""
+    return list(tokenizer.encode(prompt))
+
+
+def check_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, *, what: str = "target prompt"
+) -> str:
+    """Return `prompt` stripped of surrounding whitespace, after checking CLIP can read all of it.
+
+    Raises ValueError if `prompt` is not a string, is empty or blank, or has more than
+    `MAX_TOKENS` (77) tokens counting BOS and EOS. `what` names the prompt in the messages.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(
+            f"the {what} must be text, got {type(prompt).__name__} {prompt!r}; "
+            "pass a sentence such as 'a photo of a green sofa'"
+        )
+    text = prompt.strip()
+    if not text:
+        image = "the edited image" if what.startswith("target") else "the image"
+        raise ValueError(f"the {what} is empty; describe {image}, e.g. 'a photo of a green sofa'")
+    n_tokens = len(token_ids(tokenizer, text))
+    if n_tokens > MAX_TOKENS:
+        raise ValueError(
+            f"the {what} '{text}' has {n_tokens} tokens counting the start and end tokens, "
+            f"but CLIP reads at most {MAX_TOKENS}; shorten it"
+        )
+    return text
+
+
+def _token_spans(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
+    """Character span in `text` of each token of `tokenizer.encode(text)`; (0, 0) for BOS/EOS.
+
+    A character split into several byte tokens (an emoji, an accented letter) gives each of them
+    that character's span.
+    """
+    if getattr(tokenizer, "is_fast", False):
+        encoding = tokenizer(text, return_offsets_mapping=True)
+        return [tuple(span) for span in encoding["offset_mapping"]]
+    return _token_spans_by_pieces(tokenizer, text)
+
+
+def _token_spans_by_pieces(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
+    """`_token_spans` for tokenizers without offsets (the slow CLIPTokenizer of transformers 4).
+
+    Splits `text` with CLIP's own pre-tokenizer pattern and gives every token of a piece the
+    piece's span. Exact for words with a letter or digit at each end, which never start or end
+    inside a piece; a word made only of symbols inside a longer run of symbols ("🫠" in
+    "🚀🫠") gets the tokens of the whole run.
+    """
+    import regex  # a dependency of transformers; stdlib `re` has no \p{L}
+
+    spans = [(0, 0)]
+    for piece in regex.finditer(_CLIP_PIECE, text, flags=regex.IGNORECASE):
+        spans += [piece.span()] * len(tokenizer.tokenize(piece.group()))
+    spans.append((0, 0))
+    n_tokens = len(token_ids(tokenizer, text))
+    if len(spans) != n_tokens:
+        raise RuntimeError(
+            f"could not align the {n_tokens} tokens of {text!r} with its characters "
+            f"({len(spans)} found); use a fast tokenizer (CLIPTokenizerFast)"
+        )
+    return spans
+
+
+def _normalize_word(word: str) -> str:
+    """NFC, stripped of whitespace and of punctuation around it ("(Green)," -> "Green")."""
+    if not isinstance(word, str):
+        raise ValueError(
+            f"the edit word must be text, got {type(word).__name__} {word!r}; type a word"
+        )
+    text = unicodedata.normalize("NFC", word).strip()
+    if not text:
+        raise ValueError("the edit word is empty; type a word of the target prompt, e.g. 'green'")
+    # A word made only of symbols (an emoji) is matched as it is.
+    return _OUTER_PUNCTUATION.sub("", text) or text
+
+
+def _word_pattern(word: str, *, whole: bool = True) -> re.Pattern[str]:
+    """Case-insensitive pattern for `word` with any whitespace between its parts.
+
+    `whole`: no letter or digit may touch the match, so "red" does not match "tired" or
+    "reddish" but does match "red-brown" or "red_sofa" (CLIP splits those at - and _).
+    """
+    body = r"\s+".join(re.escape(part) for part in word.split())
+    if whole and re.match(_ALNUM, word):
+        body = rf"(?<!{_ALNUM}){body}"
+    if whole and re.match(_ALNUM, word[-1]):
+        body = rf"{body}(?!{_ALNUM})"
+    return re.compile(body, re.IGNORECASE)
+
+
+def _positions_of_spans(spans: list[tuple[int, int]], matches: list[tuple[int, int]]) -> list[int]:
+    """Positions of the tokens whose characters overlap any of `matches`, within 77 positions."""
+    last = min(len(spans), MAX_TOKENS) - 1  # the EOS slot, even when the prompt is truncated
+    return [
+        position
+        for position in range(1, last)
+        if any(spans[position][0] < end and spans[position][1] > start for start, end in matches)
+    ]
+
+
+def word_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, word: str) -> list[int]:
+    """Positions (ascending, 1..75) of the tokens of every occurrence of `word` in `prompt`.
+
+    `word` is one word or several ("ice cream"); it is matched case-insensitively as a whole
+    word: "red" is not found in "tired", "reddish" or "greenhouse"; punctuation around it, in
+    the prompt or in `word`, is ignored ("green" is found in "(green)." and "green,").
+    Hyphenated words are CLIP's separate pieces: "tie-dye" gives the tokens of tie, - and dye,
+    and "dye" alone gives the token of dye. A word split by BPE into several tokens gives all
+    of them ("tiedye" -> 3 positions). A token that also holds characters around the word is
+    included: "sofa" in "'sofa'" gives 's + ofa, since CLIP reads "'s" as one piece.
+    Tokens past position 75 are dropped: SD truncates the prompt to 77 tokens, EOS at 76.
+    Returns [] when the word is absent.
+    """
+    core = _normalize_word(word)
+    text = unicodedata.normalize("NFC", prompt)
+    matches = [m.span() for m in _word_pattern(core).finditer(text)]
+    if not matches:
+        return []
+    return _positions_of_spans(_token_spans(tokenizer, text), matches)
+
+
+def require_word(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, word: str, *, what: str = "target prompt"
+) -> list[int]:
+    """`word_token_indices`, raising ValueError (with the fix) when `word` has no token in it.
+
+    The message says whether the word is absent, appears only inside other words, or lies past
+    CLIP's 77-token limit.
+    """
+    positions = word_token_indices(tokenizer, prompt, word)
+    if positions:
+        return positions
+    core = _normalize_word(word)
+    text = unicodedata.normalize("NFC", prompt)
+    if _word_pattern(core).search(text):
+        raise ValueError(
+            f"edit word '{core}' lies past CLIP's {MAX_TOKENS}-token limit in the {what} "
+            f"'{prompt}'; shorten the prompt or put the word earlier"
+        )
+    inside = _word_pattern(core, whole=False).search(text)
+    if inside:
+        start, end = inside.span()
+        while start > 0 and re.match(_ALNUM, text[start - 1]):
+            start -= 1
+        while end < len(text) and re.match(_ALNUM, text[end]):
+            end += 1
+        raise ValueError(
+            f"edit word '{core}' appears only inside another word ('{text[start:end]}') in the "
+            f"{what} '{prompt}'; type a word that appears on its own in it"
+        )
+    raise ValueError(
+        f"edit word '{core}' is not in the {what} '{prompt}'; type a word that appears in it"
+    )
+
+
+def _align(source: list[int], target: list[int]) -> list[int]:
+    """For each target token, the position of its aligned source token, or -1 if it is new.
+
+    Global (Needleman-Wunsch) alignment with gap 0, match 1, mismatch -1. Ties are broken
+    left (target token new), then up (source token dropped), then diagonal, as in
+    prompt-to-prompt's `seq_aligner`, whose alignments we must reproduce exactly.
+    """
+    n_source, n_target = len(source), len(target)
+    score = np.zeros((n_source + 1, n_target + 1), dtype=np.int64)
+    score[0, 1:] = _GAP * np.arange(1, n_target + 1)
+    score[1:, 0] = _GAP * np.arange(1, n_source + 1)
+    move = np.zeros((n_source + 1, n_target + 1), dtype=np.int64)
+    move[0, 1:] = _LEFT
+    move[1:, 0] = _UP
+    move[0, 0] = _STOP
+    for i in range(1, n_source + 1):
+        for j in range(1, n_target + 1):
+            left = score[i, j - 1] + _GAP
+            up = score[i - 1, j] + _GAP
+            pair = _MATCH if source[i - 1] == target[j - 1] else _MISMATCH
+            diag = score[i - 1, j - 1] + pair
+            best = max(left, up, diag)
+            score[i, j] = best
+            move[i, j] = _LEFT if best == left else _UP if best == up else _DIAG
+
+    target_to_source = []  # filled from the last target token backwards
+    i, j = n_source, n_target
+    while move[i, j] != _STOP:
+        if move[i, j] == _DIAG:
+            i, j = i - 1, j - 1
+            target_to_source.append(i)
+        elif move[i, j] == _LEFT:
+            j -= 1
+            target_to_source.append(-1)
+        else:
+            i -= 1
+    return target_to_source[::-1]
+
+
+def refinement_mapper(
+    tokenizer: PreTrainedTokenizerBase, source: str, target: str, max_len: int = MAX_TOKENS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt-to-prompt's "refine" alignment of one source/target pair (`get_refinement_mapper`).
+
+    Returns `(mapper, alphas)`, both (max_len,):
+    - `mapper` (int64): for target position p < len(target tokens), the aligned source position,
+      or -1 for a new target token; for the padding positions p >= len(target tokens), p itself
+      (len(target tokens) + k), as prompt-to-prompt does.
+    - `alphas` (float32): 0 at the new target tokens, 1 everywhere else.
+    The refined cross-attention is `source_maps[..., mapper] * alphas + target_maps * (1 - alphas)`;
+    the -1 entries pick position max_len - 1 and are zeroed by their alpha.
+    Token sequences include BOS and EOS and are not padded. Raises ValueError if a prompt has
+    more than `max_len` tokens.
+    """
+    source_ids = token_ids(tokenizer, source)
+    target_ids = token_ids(tokenizer, target)
+    for what, prompt, ids in (("source", source, source_ids), ("target", target, target_ids)):
+        if len(ids) > max_len:
+            raise ValueError(
+                f"the {what} prompt '{prompt}' has {len(ids)} tokens, more than the {max_len} "
+                "positions of the alignment; shorten it"
+            )
+    n_target = len(target_ids)
+    target_to_source = torch.tensor(_align(source_ids, target_ids), dtype=torch.int64)
+    mapper = torch.zeros(max_len, dtype=torch.int64)
+    mapper[:n_target] = target_to_source
+    mapper[n_target:] = n_target + torch.arange(max_len - n_target)
+    alphas = torch.ones(max_len)
+    alphas[:n_target] = (target_to_source != -1).float()
+    return mapper, alphas
+
+
+def new_token_positions(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> list[int]:
+    """Target positions of the tokens the target adds (alpha 0 in `refinement_mapper`), ascending."""
+    _, alphas = refinement_mapper(tokenizer, source, target)
+    return torch.nonzero(alphas == 0).flatten().tolist()
+
+
+def edit_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> list[str]:
+    """The words of `target` that hold new tokens: the default edit words when none is given.
+
+    A word is a whitespace-separated chunk of the target without the punctuation around it,
+    lowercased ("Tie-Dye," -> "tie-dye"); a new token made only of punctuation or symbols
+    names no word. Words come in target order, each once. Every returned word is found by
+    `word_token_indices(tokenizer, target, word)`.
+    Raises ValueError if the target adds no new word.
+    """
+    text = unicodedata.normalize("NFC", target)
+    spans = _token_spans(tokenizer, text)
+    words: list[str] = []
+    for position in new_token_positions(tokenizer, source, text):
+        start, end = spans[position]
+        if not re.search(_ALNUM, text[start:end]):
+            continue
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        word = _OUTER_PUNCTUATION.sub("", text[start:end]).lower()
+        if word not in words:
+            words.append(word)
+    if not words:
+        raise ValueError(
+            f"the target prompt '{target}' adds no new word to the source prompt '{source}'; "
+            "change the words that describe the edit"
+        )
+    return words
