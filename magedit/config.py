@@ -57,6 +57,9 @@ class EditConfig:
     # Resolution (pixels per side) of the cross-attention maps the loss reads; None = latent / 4,
     # which is 16 for a 512 x 512 image as in the paper (section 5.1).
     attention_res: int | None = None
+    # Long side of the processing size in pixels (the paper works at 512; sides are multiples of
+    # 64 and the aspect ratio is kept). Smaller is faster and coarser.
+    resolution: int = 512
     # Seed of every random choice of an edit (recorded with each result).
     seed: int = 0
     # Run Algorithm 1 literally (reconstruction forward every iteration, full UNet forward).
@@ -98,6 +101,12 @@ class EditConfig:
         if self.inversion not in INVERSION_METHODS:
             raise ValueError(
                 f"inversion must be one of {INVERSION_METHODS}, got {self.inversion!r}"
+            )
+        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int):
+            raise ValueError(f"resolution must be an integer, got {self.resolution!r}")
+        if not 64 <= self.resolution <= 2048 or self.resolution % 64:
+            raise ValueError(
+                f"resolution must be a multiple of 64 between 64 and 2048, got {self.resolution}"
             )
         if self.attention_res is not None and self.attention_res < 1:
             raise ValueError(f"attention_res must be positive, got {self.attention_res}")

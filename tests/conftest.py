@@ -2,3 +2,42 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+SOURCE = "a photo of a red sofa in a living room"
+TARGET = "a photo of a green sofa in a living room"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from magedit import MagEditPipeline
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return MagEditPipeline.tiny(seed=0)
+
+
+def scene(height: int = 96, width: int = 128) -> np.ndarray:
+    """A structured test photo: a colour gradient with a dark rectangle (the 'sofa')."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 255 / width, y * 255 / height, 128 + 0 * x], -1)
+    image[height // 3 : 2 * height // 3, width // 4 : 3 * width // 4] = (150, 30, 30)
+    return image.round().astype(np.uint8)
+
+
+def scene_mask(height: int = 96, width: int = 128) -> np.ndarray:
+    mask = np.zeros((height, width), bool)
+    mask[height // 3 : 2 * height // 3, width // 4 : 3 * width // 4] = True
+    return mask
+
+
+@pytest.fixture
+def image():
+    return scene()
+
+
+@pytest.fixture
+def mask():
+    return scene_mask()

@@ -1,0 +1,237 @@
+"""DDIM, null-text and direct inversion of a real image, and the cache of their results.
+
+Latents are float32 ``(1, 4, h, w)``; text embeddings ``(1, 77, D)``. ``EpsFn(latents, t, emb)``
+returns the UNet's noise prediction for a batch of latents and embeddings (float32).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EpsFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
+Progress = Callable[[int, int], None]
+
+
+class DDIMSchedule:
+    """Deterministic DDIM (eta = 0) on SD v1.4's noise schedule.
+
+    As the authors' code and prompt-to-prompt: beta 0.00085-0.012 "scaled_linear", no clipping,
+    ``set_alpha_to_one=False`` (the step below t = 0 uses alpha_0) and ``steps_offset=0``, so T = 50
+    gives timesteps 980, 960, ..., 0. Built here, never read from a model folder.
+    """
+
+    def __init__(self, steps: int, num_train_timesteps: int = 1000):
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=0,
+            num_train_timesteps=num_train_timesteps,
+        )
+        scheduler.set_timesteps(steps)
+        self.steps = steps
+        self.step_ratio = num_train_timesteps // steps
+        self.num_train_timesteps = num_train_timesteps
+        self.timesteps: list[int] = [int(t) for t in scheduler.timesteps]  # denoising order
+        self.alphas_cumprod = scheduler.alphas_cumprod  # (1000,) float32
+        self.final_alpha_cumprod = scheduler.final_alpha_cumprod
+
+    def alpha(self, t: int) -> torch.Tensor:
+        return self.alphas_cumprod[t] if t >= 0 else self.final_alpha_cumprod
+
+    def prev(self, eps: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
+        """One denoising step from t to t - 1000/T (the diffusers DDIM step with eta = 0)."""
+        alpha_t = self.alpha(t)
+        alpha_prev = self.alpha(t - self.step_ratio)
+        beta_t = 1 - alpha_t
+        x0 = (x - beta_t**0.5 * eps) / alpha_t**0.5
+        return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
+
+    def next(self, eps: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
+        """One inversion step from t - 1000/T to t (DDIM run backwards)."""
+        t_cur = min(t - self.step_ratio, self.num_train_timesteps - 1)
+        alpha_cur = self.alpha(t_cur)
+        alpha_next = self.alpha(t)
+        x0 = (x - (1 - alpha_cur) ** 0.5 * eps) / alpha_cur**0.5
+        return alpha_next**0.5 * x0 + (1 - alpha_next) ** 0.5 * eps
+
+
+@dataclass
+class Inversion:
+    """A real image brought to z_T, with what the editing loop needs to reconstruct it.
+
+    original:    the image at its own resolution, HWC uint8 (the edit is composited onto it).
+    image:       the image at processing size, HWC uint8.
+    trajectory:  (T + 1, 1, 4, h, w) DDIM inversion latents z_0 ... z_T.
+    uncond:      (T, 77, D) unconditional embedding of each denoising step (null-text: optimised;
+                 DDIM and direct: the empty prompt's).
+    corrections: (T, 1, 4, h, w) for direct inversion: added to the reconstruction branch after
+                 each step so it follows the inversion trajectory exactly; None otherwise.
+    """
+
+    original: np.ndarray
+    image: np.ndarray
+    source_prompt: str
+    method: str
+    steps: int
+    guidance_scale: float
+    trajectory: torch.Tensor
+    uncond: torch.Tensor
+    corrections: torch.Tensor | None
+    key: Hashable
+    seconds: float = 0.0
+    cached: bool = False  # True when invert() returned it from the cache
+
+    @property
+    def z_T(self) -> torch.Tensor:
+        return self.trajectory[-1]
+
+
+@torch.no_grad()
+def ddim_invert(
+    eps_fn: EpsFn,
+    z0: torch.Tensor,
+    cond: torch.Tensor,
+    schedule: DDIMSchedule,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """DDIM inversion under the source prompt (no guidance): (T + 1, 1, 4, h, w), z_0 first."""
+    latents = [z0]
+    z = z0.clone()
+    for i, t in enumerate(reversed(schedule.timesteps)):
+        z = schedule.next(eps_fn(z, t, cond), t, z)
+        latents.append(z)
+        if progress is not None:
+            progress(i + 1, schedule.steps)
+    return torch.stack(latents)
+
+
+def _guided_eps(
+    eps_fn: EpsFn,
+    z: torch.Tensor,
+    t: int,
+    uncond: torch.Tensor,
+    cond: torch.Tensor,
+    guidance: float,
+) -> torch.Tensor:
+    eps_u, eps_c = eps_fn(torch.cat([z, z]), t, torch.cat([uncond, cond])).chunk(2)
+    return eps_u + guidance * (eps_c - eps_u)
+
+
+def null_text_optimize(
+    eps_fn: EpsFn,
+    trajectory: torch.Tensor,
+    uncond: torch.Tensor,
+    cond: torch.Tensor,
+    schedule: DDIMSchedule,
+    guidance: float,
+    inner_steps: int = 10,
+    lr: float = 1e-2,
+    epsilon: float = 1e-5,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Null-text inversion (Mokady et al.), as the paper uses it: (T, 77, D) float32 embeddings.
+
+    At denoising step i an unconditional embedding is optimised with Adam (lr * (1 - i / 100)) for
+    up to ``inner_steps`` steps so that the guided DDIM step lands on the inversion trajectory;
+    it stops early once the MSE is below ``epsilon + i * 2e-5``. Optimisation state is float32.
+    """
+    steps = schedule.steps
+    uncond = uncond.detach().float()
+    cond = cond.detach()
+    z = trajectory[-1]
+    result = []
+    for i, t in enumerate(schedule.timesteps):
+        uncond = uncond.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([uncond], lr=lr * (1.0 - i / 100.0))
+        target = trajectory[steps - i - 1]
+        with torch.no_grad():
+            eps_c = eps_fn(z, t, cond)
+        for _ in range(inner_steps):
+            eps_u = eps_fn(z, t, uncond)
+            eps = eps_u + guidance * (eps_c - eps_u)
+            loss = F.mse_loss(schedule.prev(eps, t, z), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if loss.item() < epsilon + i * 2e-5:
+                break
+        uncond = uncond.detach()
+        result.append(uncond[0])
+        with torch.no_grad():
+            z = schedule.prev(_guided_eps(eps_fn, z, t, uncond, cond, guidance), t, z)
+        if progress is not None:
+            progress(i + 1, steps)
+    return torch.stack(result)
+
+
+@torch.no_grad()
+def direct_corrections(
+    eps_fn: EpsFn,
+    trajectory: torch.Tensor,
+    uncond: torch.Tensor,
+    cond: torch.Tensor,
+    schedule: DDIMSchedule,
+    guidance: float,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Direct inversion (Ju et al.): per step, z_{t-1} on the trajectory minus the guided step.
+
+    Returns (T, 1, 4, h, w). Adding correction i to the reconstruction branch after denoising step i
+    puts it back on the inversion trajectory: exact reconstruction without optimisation.
+    """
+    steps = schedule.steps
+    corrections = []
+    for i, t in enumerate(schedule.timesteps):
+        z = trajectory[steps - i]
+        stepped = schedule.prev(_guided_eps(eps_fn, z, t, uncond, cond, guidance), t, z)
+        corrections.append(trajectory[steps - i - 1] - stepped)
+        if progress is not None:
+            progress(i + 1, steps)
+    return torch.stack(corrections)
+
+
+class InversionCache:
+    """A bounded, thread-safe LRU of :class:`Inversion` results keyed by ``Inversion.key``."""
+
+    def __init__(self, maxsize: int = 8):
+        self.maxsize = maxsize
+        self._items: OrderedDict[Hashable, Inversion] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Inversion | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item
+
+    def put(self, inversion: Inversion) -> None:
+        with self._lock:
+            self._items[inversion.key] = inversion
+            self._items.move_to_end(inversion.key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -1,0 +1,713 @@
+"""MagEditPipeline: real-image inversion, attention injection and MAG guidance, step by step.
+
+This is the only module that knows the order of the steps; the maths lives in ``losses``,
+``guidance``, ``inversion`` and ``attention``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from magedit import images, prompts
+from magedit.attention import CallPlan, EarlyExit, install
+from magedit.config import EditConfig
+from magedit.guidance import dilate, guide, latent_blend, step_size
+from magedit.inversion import (
+    DDIMSchedule,
+    Inversion,
+    InversionCache,
+    ddim_invert,
+    direct_corrections,
+    null_text_optimize,
+)
+from magedit.losses import constraint_loss, in_mask_ratio, multi_region_loss, with_negative
+from magedit.preview import latents_to_rgb, normalize_map
+
+DEFAULT_MODEL = os.environ.get("MAGEDIT_MODEL", "CompVis/stable-diffusion-v1-4")
+# Masks covering more than this share of the image are refused: MAG-Edit edits a region.
+MAX_MASK_COVERAGE = 0.99
+
+
+@dataclass
+class Region:
+    """One edit region (Eq. 9): a mask, the words whose attention should fill it, and a weight.
+
+    mask:   boolean HxW at the original image's size (or anything ``images.load_mask`` reads).
+    words:  edit words of the target prompt; None picks the target's new words automatically.
+    weight: lambda_i of Eq. 9 (the weights of all regions are normalised to sum to 1).
+    """
+
+    mask: Any
+    words: Sequence[str] | None = None
+    weight: float = 1.0
+
+
+@dataclass
+class EditEvent:
+    """Progress of an edit. ``phase`` is "guidance" (one MAG iteration) or "denoise" (one step).
+
+    preview:   (h, w, 3) uint8 latent-space preview of the edit branch (denoise events).
+    attention: (H, W) float32 in [0, 1], the edit words' cross-attention at the loss resolution.
+    """
+
+    phase: str
+    step: int  # 1-based denoising step
+    total: int
+    iteration: int | None = None
+    max_iter: int | None = None
+    loss: float | None = None
+    in_mask_ratio: float | None = None
+    preview: np.ndarray | None = None
+    attention: np.ndarray | None = None
+    elapsed: float = 0.0
+
+
+@dataclass
+class EditResult:
+    """The finished edit. ``image`` is the decoded edit at processing size; ``composited`` is the
+    edit pasted onto the original image at its own resolution (outside the dilated mask the
+    pixels are the original's)."""
+
+    image: np.ndarray
+    composited: np.ndarray
+    mask: np.ndarray
+    config: EditConfig
+    seed: int
+    source_prompt: str
+    target_prompt: str
+    words: list[list[str]]
+    negative_word: str | None
+    timings: dict[str, float]
+    losses: list[dict[str, float]]
+    latents: torch.Tensor  # (1, 4, h, w) final edit latent z*_0
+    source_latents: torch.Tensor  # (1, 4, h, w) final reconstruction latent z_0
+    inversion_cached: bool = False
+
+
+@dataclass
+class _PreparedRegion:
+    words: list[str]
+    positions: list[list[int]]
+    weight: float
+    mask: np.ndarray  # bool, original size
+    latent_mask: torch.Tensor  # (1, 1, h, w)
+    attention_mask: torch.Tensor  # (N,) at the loss resolution
+
+
+@dataclass
+class _Plan:
+    """Everything fixed for one edit, prepared before any UNet work."""
+
+    config: EditConfig
+    schedule: DDIMSchedule
+    regions: list[_PreparedRegion]
+    update_mask: torch.Tensor
+    blend_mask: torch.Tensor
+    source_emb: torch.Tensor
+    target_emb: torch.Tensor
+    negative_emb: torch.Tensor | None
+    negative_positions: list[int] | None
+    negative_mask: torch.Tensor | None
+    level: int
+    loss_layers: list[str]
+    stop_after: str | None
+    losses: list[dict[str, float]] = field(default_factory=list)
+
+
+def _place(module, device: torch.device, dtype: torch.dtype):
+    """Move a model to device/dtype, frozen and in eval mode."""
+    if module.dtype != dtype:
+        module = module.to(dtype=dtype)
+    return module.to(device).eval().requires_grad_(False)
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """fp16 on CUDA (bf16 where fp16 is unsupported is not needed: SD v1.4 runs in fp16), fp32
+    elsewhere."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+class MagEditPipeline:
+    """MAG-Edit on a Stable Diffusion v1.x model.
+
+    Not re-entrant: one invert/edit runs at a time per pipeline (the attention processors share
+    state); run one pipeline per GPU worker.
+    """
+
+    def __init__(
+        self,
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        model_id: str = "custom",
+        cache_size: int = 8,
+    ):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model_id = model_id
+        self.tokenizer = tokenizer
+        # Frozen: guidance and null-text inversion need input gradients only.
+        self.unet = _place(unet, self.device, dtype)
+        self.vae = _place(vae, self.device, dtype)
+        self.text_encoder = _place(text_encoder, self.device, dtype)
+        self.controller = install(self.unet)
+        self.cache = InversionCache(cache_size)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str = DEFAULT_MODEL,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> MagEditPipeline:
+        """Load SD v1.x from the Hub (cached by huggingface_hub) or a local diffusers folder."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or default_dtype(device)
+        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(
+            model, subfolder="text_encoder", torch_dtype=dtype
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+        return cls(
+            unet, vae, text_encoder, tokenizer, device=device, dtype=dtype, model_id=model, **kwargs
+        )
+
+    @classmethod
+    def tiny(cls, device: str | torch.device = "cpu", seed: int = 0, **kwargs: Any):
+        """Random-weight components (``magedit.tiny``): offline, seconds on a CPU, output noise."""
+        from magedit.tiny import tiny_components
+
+        return cls(**tiny_components(seed), device=device, model_id=f"tiny-{seed}", **kwargs)
+
+    # ------------------------------------------------------------------ model calls
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """(1, 77, D) CLIP embedding of ``prompt`` (padded to 77 tokens)."""
+        ids = self.tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=prompts.MAX_TOKENS,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return self.text_encoder(ids.to(self.device))[0].float()
+
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """HWC uint8 at processing size -> (1, 4, h, w) float32 latent (the posterior mean)."""
+        x = images.image_to_tensor(image, device=self.device, dtype=self.dtype)
+        latent = self.vae.encode(x).latent_dist.mean
+        return (latent * self.vae.config.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, 4, h, w) latents -> (B, 3, 8h, 8w) float32 images in [0, 1]."""
+        x = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample
+        return (x.float() / 2 + 0.5).clamp(0, 1)
+
+    def _eps(self, latents: torch.Tensor, t: int, emb: torch.Tensor) -> torch.Tensor:
+        out = self.unet(latents.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype))
+        return out.sample.float()
+
+    @torch.no_grad()
+    def _guided_eps(self, z, t, uncond, cond, guidance, plan: CallPlan | None) -> torch.Tensor:
+        """Classifier-free guided noise of one branch, batch [uncond, cond] (Eq. 2)."""
+        emb = torch.cat([uncond, cond])
+        if plan is None:
+            eps = self._eps(torch.cat([z, z]), t, emb)
+        else:
+            with self.controller.plan(plan):
+                eps = self._eps(torch.cat([z, z]), t, emb)
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u + guidance * (eps_c - eps_u)
+
+    def _maps(self, z: torch.Tensor, t: int, emb: torch.Tensor, plan: CallPlan, names):
+        """Run the conditional branch on z (batch 1) and return the collected maps of ``names``."""
+        with self.controller.plan(plan), contextlib.suppress(EarlyExit):
+            self._eps(z, t, emb)
+        return [self.controller.collected[name] for name in names]
+
+    # ------------------------------------------------------------------ inversion
+    def invert(
+        self,
+        image: Any,
+        source_prompt: str,
+        method: str | None = None,
+        *,
+        config: EditConfig | None = None,
+        progress=None,
+    ) -> Inversion:
+        """Invert a real image under ``source_prompt``; cached by (image, prompt, method, steps,
+        guidance, model). ``progress(done, total)`` is called after each inversion step."""
+        config = config or EditConfig()
+        method = method or config.inversion
+        if method not in ("null_text", "direct", "ddim"):
+            raise ValueError(
+                f"inversion method {method!r} is unknown; use null_text, direct or ddim"
+            )
+        source_prompt = prompts.check_prompt(self.tokenizer, source_prompt, what="source prompt")
+        original = images.load_image(image)
+        size = images.processing_size(*original.shape[:2], long_side=config.resolution)
+        processed = images.resize_image(original, size)
+        key = (
+            images.image_hash(original),
+            source_prompt,
+            method,
+            config.steps,
+            config.guidance_scale,
+            config.resolution,
+            (config.null_inner_steps, config.null_lr, config.null_epsilon)
+            if method == "null_text"
+            else None,
+            self.model_id,
+            str(self.dtype),
+        )
+        cached = self.cache.get(key)
+        if cached is not None:
+            return dataclasses.replace(cached, cached=True)
+
+        start = time.perf_counter()
+        schedule = DDIMSchedule(config.steps)
+        cond = self.encode_prompt(source_prompt)
+        empty = self.encode_prompt("")
+        z0 = self.encode_image(processed)
+        total = config.steps * (2 if method != "ddim" else 1)
+
+        def phase_progress(offset):
+            if progress is None:
+                return None
+            return lambda done, _total: progress(offset + done, total)
+
+        trajectory = ddim_invert(self._eps, z0, cond, schedule, phase_progress(0))
+        corrections = None
+        if method == "null_text":
+            uncond = null_text_optimize(
+                self._eps,
+                trajectory,
+                empty,
+                cond,
+                schedule,
+                config.guidance_scale,
+                config.null_inner_steps,
+                config.null_lr,
+                config.null_epsilon,
+                phase_progress(config.steps),
+            )
+        else:
+            uncond = empty.expand(config.steps, *empty.shape[1:]).clone()
+            if method == "direct":
+                corrections = direct_corrections(
+                    self._eps,
+                    trajectory,
+                    empty,
+                    cond,
+                    schedule,
+                    config.guidance_scale,
+                    phase_progress(config.steps),
+                )
+        inversion = Inversion(
+            original=original,
+            image=processed,
+            source_prompt=source_prompt,
+            method=method,
+            steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            trajectory=trajectory,
+            uncond=uncond,
+            corrections=corrections,
+            key=key,
+            seconds=time.perf_counter() - start,
+        )
+        self.cache.put(inversion)
+        return inversion
+
+    # ------------------------------------------------------------------ editing
+    def _prepare(
+        self,
+        inversion: Inversion,
+        target_prompt: str,
+        regions: Sequence[Region],
+        negative_word: str | None,
+        negative_prompt: str | None,
+        config: EditConfig,
+    ) -> _Plan:
+        # 1. Check inputs: settings agree with the inversion, prompts, words, masks.
+        if config.resolution != max(inversion.image.shape[:2]):
+            raise ValueError(
+                f"the inversion was made at resolution {max(inversion.image.shape[:2])} but the "
+                f"edit asks for {config.resolution}; invert the image again at that resolution"
+            )
+        if config.steps != inversion.steps:
+            raise ValueError(
+                f"the inversion was made with {inversion.steps} steps but the edit asks for "
+                f"{config.steps}; invert the image again with the same number of steps"
+            )
+        tok = self.tokenizer
+        source = inversion.source_prompt
+        target = prompts.check_prompt(tok, target_prompt, what="target prompt")
+        lh, lw = inversion.trajectory.shape[-2:]
+        level = self._loss_level(config, (lh, lw))
+        ah, aw = lh >> level, lw >> level
+        alphas = prompts.refinement_mapper(tok, source, target)[1]
+        prepared = []
+        for region in regions:
+            mask = images.load_mask(region.mask, size=inversion.original.shape[:2])
+            coverage = float(mask.mean())
+            if coverage > MAX_MASK_COVERAGE:
+                raise ValueError(
+                    f"the mask covers {coverage:.0%} of the image; MAG-Edit changes a region, so "
+                    "mask only the object to edit"
+                )
+            attention_mask = images.mask_to_latent(mask, (ah, aw), device=self.device)
+            if attention_mask.sum() == 0:
+                raise ValueError(
+                    f"the mask is too small: it vanishes at the {ah}x{aw} attention resolution; "
+                    "paint a larger region (at least about 1/16 of the image side across)"
+                )
+            words = list(region.words) if region.words else prompts.edit_words(tok, source, target)
+            positions = []
+            for word in words:
+                pos = prompts.require_word(tok, target, word, what="target prompt")
+                if config.cross_inject_at(0) and all(alphas[p] > 0 for p in pos):
+                    raise ValueError(
+                        f"edit word {word!r} is in both prompts, so its attention is copied from "
+                        "the source image and guidance cannot change it; choose a word that is "
+                        "new in the target prompt"
+                    )
+                positions.append(pos)
+            prepared.append(
+                _PreparedRegion(
+                    words=words,
+                    positions=positions,
+                    weight=float(region.weight),
+                    mask=mask,
+                    latent_mask=images.mask_to_latent(mask, (lh, lw), device=self.device),
+                    attention_mask=attention_mask.flatten(),
+                )
+            )
+        # Eq. 9: the update is restricted to the union of the masks.
+        update_mask = torch.stack([r.latent_mask for r in prepared]).amax(0)
+        negative_emb = negative_positions = negative_mask = None
+        if negative_word:
+            negative_prompt = prompts.check_prompt(
+                tok, negative_prompt or source, what="negative prompt"
+            )
+            negative_positions = prompts.require_word(
+                tok, negative_prompt, negative_word, what="negative prompt"
+            )
+            negative_emb = self.encode_prompt(negative_prompt)
+            negative_mask = torch.stack([r.attention_mask for r in prepared]).amax(0)
+
+        # 2. Text embeddings (once per edit) and the token alignment for injection.
+        mapper, alphas = prompts.refinement_mapper(tok, source, target)
+        self.controller.mapper = mapper.to(self.device)
+        self.controller.alphas = alphas.to(self.device)
+        names = sorted(
+            (i for i in self.controller.layers.values() if i.cross and i.level == level),
+            key=lambda info: info.order,
+        )
+        return _Plan(
+            config=config,
+            schedule=DDIMSchedule(config.steps),
+            regions=prepared,
+            update_mask=update_mask,
+            blend_mask=dilate(update_mask, 3),
+            source_emb=self.encode_prompt(source),
+            target_emb=self.encode_prompt(target),
+            negative_emb=negative_emb,
+            negative_positions=negative_positions,
+            negative_mask=negative_mask,
+            level=level,
+            loss_layers=[info.name for info in names],
+            stop_after=None if config.reference else self.controller.last_layer_at(level),
+        )
+
+    def _loss_level(self, config: EditConfig, latent_size: tuple[int, int]) -> int:
+        """The level whose cross-attention the loss reads: latent/4 (16x16 at 512), or the level
+        whose maps are ``config.attention_res`` pixels on the long side."""
+        if config.attention_res is None:
+            return 2
+        long_side = max(latent_size)
+        for level in sorted(self.controller.levels(cross=True)):
+            if long_side >> level == config.attention_res:
+                return level
+        sizes = sorted({long_side >> lv for lv in self.controller.levels(cross=True)})
+        raise ValueError(
+            f"attention_res {config.attention_res} is not a cross-attention resolution of this "
+            f"model at this image size; choose one of {sizes}"
+        )
+
+    def _objective(self, plan: _Plan, i: int, t: int, z_source: torch.Tensor):
+        """The loss of Eq. 7/9 as a function of z*_t (with the injections of step i)."""
+        config = plan.config
+        reference = config.reference
+
+        def objective(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if reference:
+                # Algorithm 1 line 2: the reconstruction branch's maps, recomputed every iteration.
+                record = CallPlan(
+                    record_row=0,
+                    record_cross=config.cross_inject_at(i),
+                    record_self=config.self_inject_at(i),
+                )
+                with torch.no_grad(), self.controller.plan(record):
+                    self._eps(z_source, t, plan.source_emb)
+            edit_plan = CallPlan(
+                inject_row=0,
+                inject_cross=config.cross_inject_at(i),
+                inject_self=config.self_inject_at(i),
+                collect_row=0,
+                collect_level=plan.level,
+                stop_after=plan.stop_after,
+            )
+            maps = self._maps(z, t, plan.target_emb, edit_plan, plan.loss_layers)
+            losses, ratios = [], []
+            for region in plan.regions:
+                losses.append(
+                    constraint_loss(
+                        config.constraint,
+                        maps,
+                        region.positions,
+                        region.attention_mask,
+                        config.spatial_lambda,
+                    )
+                )
+                ratios.append(
+                    in_mask_ratio(config.constraint, maps, region.positions, region.attention_mask)
+                )
+            positive = multi_region_loss(losses, [r.weight for r in plan.regions])
+            negative = None
+            if plan.negative_emb is not None:
+                # The negative word's attention in a pass of z*_t under the negative prompt, with
+                # the step's self-attention injection but its own cross-attention.
+                neg_plan = CallPlan(
+                    inject_row=0,
+                    inject_self=config.self_inject_at(i),
+                    collect_row=0,
+                    collect_level=plan.level,
+                    stop_after=plan.stop_after,
+                )
+                neg_maps = self._maps(z, t, plan.negative_emb, neg_plan, plan.loss_layers)
+                negative = constraint_loss(
+                    config.constraint,
+                    neg_maps,
+                    [plan.negative_positions],
+                    plan.negative_mask,
+                    config.spatial_lambda,
+                )
+            total = with_negative(positive, negative, config.scale, config.negative_scale)
+            return total, torch.stack(ratios).mean()
+
+        return objective
+
+    def _check_finite(self, z: torch.Tensor, step: int, what: str) -> None:
+        if not torch.isfinite(z).all():
+            raise FloatingPointError(
+                f"the {what} latents became NaN or infinite at step {step}; lower the granularity "
+                "(scale) or the iterations, or run in float32"
+            )
+
+    def edit(
+        self,
+        inversion: Inversion,
+        target_prompt: str,
+        mask: Any = None,
+        words: Sequence[str] | None = None,
+        *,
+        regions: Sequence[Region] | None = None,
+        negative_word: str | None = None,
+        negative_prompt: str | None = None,
+        config: EditConfig | None = None,
+    ) -> Iterator[EditEvent | EditResult]:
+        """Edit an inverted image. A generator: :class:`EditEvent`s, then one :class:`EditResult`.
+
+        Give either ``mask`` (+ optional ``words``) or ``regions``. Inputs are checked here, when
+        ``edit`` is called, before any UNet work: bad input raises ``ValueError`` at once.
+        """
+        config = config or EditConfig()
+        if regions is None:
+            if mask is None:
+                raise ValueError(
+                    "no mask given; pass mask=... (the region to edit) or regions=[...]"
+                )
+            regions = [Region(mask=mask, words=words)]
+        elif mask is not None:
+            raise ValueError("give either mask= or regions=, not both")
+        plan = self._prepare(
+            inversion, target_prompt, regions, negative_word, negative_prompt, config
+        )
+        return self._run(inversion, plan, target_prompt, negative_word)
+
+    def _run(self, inversion, plan: _Plan, target_prompt, negative_word):
+        config = plan.config
+        schedule = plan.schedule
+        torch.manual_seed(config.seed)
+        start = time.perf_counter()
+        total = config.steps
+        z_source = inversion.z_T.to(self.device).clone()
+        z_edit = z_source.clone()
+        uncond_all = inversion.uncond.to(self.device)
+
+        for i, t in enumerate(schedule.timesteps):
+            uncond = uncond_all[i : i + 1]
+            record = CallPlan(
+                record_row=1,
+                record_cross=config.cross_inject_at(i),
+                record_self=config.self_inject_at(i),
+            )
+            # 1. Reconstruction branch: its maps at this step are recorded once and serve every
+            #    guidance iteration and the editing branch's denoising step.
+            if not config.reference:
+                eps_source = self._guided_eps(
+                    z_source, t, uncond, plan.source_emb, config.guidance_scale, record
+                )
+            # 2. MAG (Algorithm 1): masked gradient updates of z*_t.
+            if config.guide_at(i):
+                delta = step_size(config.constraint, schedule.alpha(t))
+                objective = self._objective(plan, i, t, z_source)
+                with torch.enable_grad():
+                    for step in guide(z_edit, objective, plan.update_mask, delta, config.max_iter):
+                        z_edit = step.z
+                        plan.losses.append(
+                            {
+                                "step": i + 1,
+                                "iteration": step.iteration,
+                                "loss": step.loss,
+                                "ratio": step.ratio,
+                            }
+                        )
+                        yield EditEvent(
+                            phase="guidance",
+                            step=i + 1,
+                            total=total,
+                            iteration=step.iteration,
+                            max_iter=config.max_iter,
+                            loss=step.loss,
+                            in_mask_ratio=step.ratio,
+                            elapsed=time.perf_counter() - start,
+                        )
+                self._check_finite(z_edit, i + 1, "edited")
+            if config.reference:
+                eps_source = self._guided_eps(
+                    z_source, t, uncond, plan.source_emb, config.guidance_scale, record
+                )
+            # 3. Editing branch with the injected maps (Eq. 4); its edit-word maps are kept.
+            inject = CallPlan(
+                inject_row=1,
+                inject_cross=config.cross_inject_at(i),
+                inject_self=config.self_inject_at(i),
+                collect_row=1,
+                collect_level=plan.level,
+            )
+            eps_edit = self._guided_eps(
+                z_edit, t, uncond, plan.target_emb, config.guidance_scale, inject
+            )
+            maps = [self.controller.collected[name].detach() for name in plan.loss_layers]
+            # 4. DDIM step of both branches; direct inversion puts the reconstruction back on the
+            #    inversion trajectory; latent blend in the last steps.
+            z_source = schedule.prev(eps_source, t, z_source)
+            if inversion.corrections is not None:
+                z_source = z_source + inversion.corrections[i].to(self.device)
+            z_edit = schedule.prev(eps_edit, t, z_edit)
+            if config.blend_at(i):
+                z_edit = latent_blend(z_edit, z_source, plan.blend_mask)
+            self._check_finite(z_edit, i + 1, "edited")
+            self._check_finite(z_source, i + 1, "reconstruction")
+            yield self._denoise_event(plan, maps, z_edit, i, start)
+
+        edit_seconds = time.perf_counter() - start
+        decode_start = time.perf_counter()
+        decoded = self.decode_latents(z_edit)
+        image = images.tensor_to_image(decoded[0])
+        union = np.any([r.mask for r in plan.regions], axis=0)
+        composited = images.composite(inversion.original, image, union)
+        yield EditResult(
+            image=image,
+            composited=composited,
+            mask=union,
+            config=config,
+            seed=config.seed,
+            source_prompt=inversion.source_prompt,
+            target_prompt=target_prompt,
+            words=[r.words for r in plan.regions],
+            negative_word=negative_word,
+            timings={
+                "inversion": inversion.seconds,
+                "editing": edit_seconds,
+                "decode": time.perf_counter() - decode_start,
+            },
+            losses=plan.losses,
+            latents=z_edit,
+            source_latents=z_source,
+            inversion_cached=inversion.cached,
+        )
+
+    @torch.no_grad()
+    def _denoise_event(self, plan: _Plan, maps, z_edit, i: int, start: float) -> EditEvent:
+        config = plan.config
+        ratios, losses = [], []
+        for region in plan.regions:
+            ratios.append(
+                in_mask_ratio(config.constraint, maps, region.positions, region.attention_mask)
+            )
+            losses.append(
+                constraint_loss(
+                    config.constraint,
+                    maps,
+                    region.positions,
+                    region.attention_mask,
+                    config.spatial_lambda,
+                )
+            )
+        loss = multi_region_loss(losses, [r.weight for r in plan.regions]) * config.scale
+        positions = [p for r in plan.regions for pos in r.positions for p in pos]
+        lh, lw = z_edit.shape[-2:]
+        ah, aw = lh >> plan.level, lw >> plan.level
+        heat = torch.stack([m[:, :, positions].mean(-1).mean(0) for m in maps]).mean(0)
+        return EditEvent(
+            phase="denoise",
+            step=i + 1,
+            total=config.steps,
+            loss=float(loss),
+            in_mask_ratio=float(torch.stack(ratios).mean()),
+            preview=latents_to_rgb(z_edit),
+            attention=normalize_map(heat.reshape(ah, aw).float().cpu().numpy()),
+            elapsed=time.perf_counter() - start,
+        )
+
+    def run(
+        self,
+        image: Any,
+        source_prompt: str,
+        target_prompt: str,
+        mask: Any = None,
+        words: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> EditResult:
+        """Invert (or reuse the cached inversion) and edit; return the final result."""
+        config = kwargs.pop("config", None) or EditConfig()
+        inversion = self.invert(image, source_prompt, config=config)
+        result = None
+        for item in self.edit(inversion, target_prompt, mask, words, config=config, **kwargs):
+            if isinstance(item, EditResult):
+                result = item
+        return result
