@@ -206,49 +206,56 @@ class MagAttnProcessor:
         return out
 
     def _explicit(self, attn, query, key, value, attention_mask, plan, record, inject):
-        """Attention through materialised maps: (B, heads, N, K) probabilities, then @ value."""
+        """Attention with materialised maps for the rows the plan reads or writes.
+
+        Rows the plan does not touch (e.g. the unconditional halves) go through
+        ``scaled_dot_product_attention``, so a row's arithmetic does not depend on what is done to
+        the other rows of its batch. Returns (B, heads, N, d).
+        """
         controller = self.controller
         name = self.info.name
-        # Injected self-attention is the stored map itself: skip computing the edit row's scores.
-        if inject and not self.info.cross and not record:
-            row = plan.inject_row
-            injected = controller.store[name].to(value.dtype) @ value[row]  # (heads, N, d)
-            others = [r for r in range(query.shape[0]) if r != row]
-            if not others:
-                return injected.unsqueeze(0)
+        cross = self.info.cross
+        rows = {plan.record_row} if record else set()
+        if inject:
+            rows.add(plan.inject_row)
+        if cross and plan.collect_row is not None:
+            rows.add(plan.collect_row)
+        outs = {}
+        for row in sorted(rows):
+            if inject and row == plan.inject_row and not cross and not record:
+                # Injected self-attention is the stored map itself: no scores to compute.
+                outs[row] = controller.store[name].to(value.dtype) @ value[row]
+                continue
+            scores = (query[row] @ key[row].transpose(-1, -2)) * attn.scale  # (heads, N, K)
+            if attention_mask is not None:
+                scores = scores + attention_mask[row]
+            probs = scores.float().softmax(dim=-1).to(query.dtype)
+            if record and row == plan.record_row:
+                controller.store[name] = probs.detach()
+            if inject and row == plan.inject_row:
+                probs = self._inject(probs)
+            if cross and row == plan.collect_row:
+                controller.collected[name] = probs
+            outs[row] = probs @ value[row]
+        others = [r for r in range(query.shape[0]) if r not in outs]
+        if others:
             mask = None if attention_mask is None else attention_mask[others]
             rest = F.scaled_dot_product_attention(
                 query[others], key[others], value[others], attn_mask=mask
             )
-            rows = list(rest.unbind(0))
-            rows.insert(row, injected)
-            return torch.stack(rows)
+            outs.update(zip(others, rest.unbind(0), strict=True))
+        return torch.stack([outs[r] for r in range(query.shape[0])])
 
-        scores = (query @ key.transpose(-1, -2)) * attn.scale  # (B, heads, N, K)
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = scores.float().softmax(dim=-1).to(query.dtype)
-        if record:
-            controller.store[name] = probs[plan.record_row].detach()
-        if inject:
-            probs = self._inject(probs, plan.inject_row)
-        if self.info.cross and plan.collect_row is not None:
-            controller.collected[name] = probs[plan.collect_row]
-        return probs @ value
-
-    def _inject(self, probs: torch.Tensor, row: int) -> torch.Tensor:
+    def _inject(self, probs: torch.Tensor) -> torch.Tensor:
+        """The edit row's (heads, N, K) map after Eq. 4's injection."""
         controller = self.controller
         base = controller.store[self.info.name].to(probs.dtype)  # (heads, N, K)
-        if self.info.cross:
-            # Prompt-to-prompt "refine": aligned target tokens take the source token's map,
-            # new tokens (alpha 0) keep the edit branch's own map.
-            alphas = controller.alphas.to(probs.dtype)
-            mixed = base[:, :, controller.mapper] * alphas + probs[row] * (1 - alphas)
-        else:
-            mixed = base
-        rows = list(probs.unbind(0))
-        rows[row] = mixed
-        return torch.stack(rows)
+        if not self.info.cross:
+            return base
+        # Prompt-to-prompt "refine": aligned target tokens take the source token's map, new
+        # tokens (alpha 0) keep the edit branch's own map.
+        alphas = controller.alphas.to(probs.dtype)
+        return base[:, :, controller.mapper] * alphas + probs * (1 - alphas)
 
 
 def install(unet) -> AttentionController:

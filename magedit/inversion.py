@@ -76,8 +76,11 @@ class Inversion:
     trajectory:  (T + 1, 1, 4, h, w) DDIM inversion latents z_0 ... z_T.
     uncond:      (T, 77, D) unconditional embedding of each denoising step (null-text: optimised;
                  DDIM and direct: the empty prompt's).
-    corrections: (T, 1, 4, h, w) for direct inversion: added to the reconstruction branch after
-                 each step so it follows the inversion trajectory exactly; None otherwise.
+
+    Direct inversion (Ju et al.) keeps no extra state: its reconstruction branch *is* the
+    trajectory. Their formulation adds, after each denoising step, the stored difference between
+    the trajectory and the guided step; that sum is the trajectory latent itself, so the editing
+    loop takes it directly (exact, and without the difference's float rounding).
     """
 
     original: np.ndarray
@@ -88,7 +91,6 @@ class Inversion:
     guidance_scale: float
     trajectory: torch.Tensor
     uncond: torch.Tensor
-    corrections: torch.Tensor | None
     key: Hashable
     seconds: float = 0.0
     cached: bool = False  # True when invert() returned it from the cache
@@ -174,32 +176,6 @@ def null_text_optimize(
         if progress is not None:
             progress(i + 1, steps)
     return torch.stack(result)
-
-
-@torch.no_grad()
-def direct_corrections(
-    eps_fn: EpsFn,
-    trajectory: torch.Tensor,
-    uncond: torch.Tensor,
-    cond: torch.Tensor,
-    schedule: DDIMSchedule,
-    guidance: float,
-    progress: Progress | None = None,
-) -> torch.Tensor:
-    """Direct inversion (Ju et al.): per step, z_{t-1} on the trajectory minus the guided step.
-
-    Returns (T, 1, 4, h, w). Adding correction i to the reconstruction branch after denoising step i
-    puts it back on the inversion trajectory: exact reconstruction without optimisation.
-    """
-    steps = schedule.steps
-    corrections = []
-    for i, t in enumerate(schedule.timesteps):
-        z = trajectory[steps - i]
-        stepped = schedule.prev(_guided_eps(eps_fn, z, t, uncond, cond, guidance), t, z)
-        corrections.append(trajectory[steps - i - 1] - stepped)
-        if progress is not None:
-            progress(i + 1, steps)
-    return torch.stack(corrections)
 
 
 class InversionCache:

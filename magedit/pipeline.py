@@ -26,7 +26,6 @@ from magedit.inversion import (
     Inversion,
     InversionCache,
     ddim_invert,
-    direct_corrections,
     null_text_optimize,
 )
 from magedit.losses import constraint_loss, in_mask_ratio, multi_region_loss, with_negative
@@ -290,7 +289,7 @@ class MagEditPipeline:
         cond = self.encode_prompt(source_prompt)
         empty = self.encode_prompt("")
         z0 = self.encode_image(processed)
-        total = config.steps * (2 if method != "ddim" else 1)
+        total = config.steps * (2 if method == "null_text" else 1)
 
         def phase_progress(offset):
             if progress is None:
@@ -298,7 +297,6 @@ class MagEditPipeline:
             return lambda done, _total: progress(offset + done, total)
 
         trajectory = ddim_invert(self._eps, z0, cond, schedule, phase_progress(0))
-        corrections = None
         if method == "null_text":
             uncond = null_text_optimize(
                 self._eps,
@@ -314,16 +312,6 @@ class MagEditPipeline:
             )
         else:
             uncond = empty.expand(config.steps, *empty.shape[1:]).clone()
-            if method == "direct":
-                corrections = direct_corrections(
-                    self._eps,
-                    trajectory,
-                    empty,
-                    cond,
-                    schedule,
-                    config.guidance_scale,
-                    phase_progress(config.steps),
-                )
         inversion = Inversion(
             original=original,
             image=processed,
@@ -333,7 +321,6 @@ class MagEditPipeline:
             guidance_scale=config.guidance_scale,
             trajectory=trajectory,
             uncond=uncond,
-            corrections=corrections,
             key=key,
             seconds=time.perf_counter() - start,
         )
@@ -387,7 +374,8 @@ class MagEditPipeline:
             positions = []
             for word in words:
                 pos = prompts.require_word(tok, target, word, what="target prompt")
-                if config.cross_inject_at(0) and all(alphas[p] > 0 for p in pos):
+                guided = config.max_iter > 0 and config.cross_inject_at(0)
+                if guided and all(alphas[p] > 0 for p in pos):
                     raise ValueError(
                         f"edit word {word!r} is in both prompts, so its attention is copied from "
                         "the source image and guidance cannot change it; choose a word that is "
@@ -563,23 +551,18 @@ class MagEditPipeline:
         torch.manual_seed(config.seed)
         start = time.perf_counter()
         total = config.steps
-        z_source = inversion.z_T.to(self.device).clone()
+        trajectory = inversion.trajectory.to(self.device)
+        z_source = trajectory[-1].clone()
         z_edit = z_source.clone()
         uncond_all = inversion.uncond.to(self.device)
 
         for i, t in enumerate(schedule.timesteps):
             uncond = uncond_all[i : i + 1]
-            record = CallPlan(
-                record_row=1,
-                record_cross=config.cross_inject_at(i),
-                record_self=config.self_inject_at(i),
-            )
             # 1. Reconstruction branch: its maps at this step are recorded once and serve every
-            #    guidance iteration and the editing branch's denoising step.
+            #    guidance iteration and the editing branch's denoising step (the reference path
+            #    runs it after guidance, as Algorithm 1 line 8 does).
             if not config.reference:
-                eps_source = self._guided_eps(
-                    z_source, t, uncond, plan.source_emb, config.guidance_scale, record
-                )
+                z_source_next = self._reconstruct(inversion, plan, i, t, z_source, uncond)
             # 2. MAG (Algorithm 1): masked gradient updates of z*_t.
             if config.guide_at(i):
                 delta = step_size(config.constraint, schedule.alpha(t))
@@ -607,9 +590,7 @@ class MagEditPipeline:
                         )
                 self._check_finite(z_edit, i + 1, "edited")
             if config.reference:
-                eps_source = self._guided_eps(
-                    z_source, t, uncond, plan.source_emb, config.guidance_scale, record
-                )
+                z_source_next = self._reconstruct(inversion, plan, i, t, z_source, uncond)
             # 3. Editing branch with the injected maps (Eq. 4); its edit-word maps are kept.
             inject = CallPlan(
                 inject_row=1,
@@ -622,11 +603,8 @@ class MagEditPipeline:
                 z_edit, t, uncond, plan.target_emb, config.guidance_scale, inject
             )
             maps = [self.controller.collected[name].detach() for name in plan.loss_layers]
-            # 4. DDIM step of both branches; direct inversion puts the reconstruction back on the
-            #    inversion trajectory; latent blend in the last steps.
-            z_source = schedule.prev(eps_source, t, z_source)
-            if inversion.corrections is not None:
-                z_source = z_source + inversion.corrections[i].to(self.device)
+            # 4. DDIM step of the editing branch; latent blend in the last steps.
+            z_source = z_source_next
             z_edit = schedule.prev(eps_edit, t, z_edit)
             if config.blend_at(i):
                 z_edit = latent_blend(z_edit, z_source, plan.blend_mask)
@@ -660,6 +638,22 @@ class MagEditPipeline:
             source_latents=z_source,
             inversion_cached=inversion.cached,
         )
+
+    def _reconstruct(self, inversion, plan: _Plan, i: int, t: int, z_source, uncond):
+        """Record the reconstruction branch's maps at step i and return its next latent."""
+        config = plan.config
+        record_cross, record_self = config.cross_inject_at(i), config.self_inject_at(i)
+        if inversion.method == "direct":
+            # Direct inversion: the reconstruction branch is the inversion trajectory itself, so
+            # only its conditional maps are needed (and only while something is injected).
+            if record_cross or record_self:
+                record = CallPlan(record_row=0, record_cross=record_cross, record_self=record_self)
+                with torch.no_grad(), self.controller.plan(record):
+                    self._eps(z_source, t, plan.source_emb)
+            return inversion.trajectory[config.steps - i - 1].to(self.device)
+        record = CallPlan(record_row=1, record_cross=record_cross, record_self=record_self)
+        eps = self._guided_eps(z_source, t, uncond, plan.source_emb, config.guidance_scale, record)
+        return plan.schedule.prev(eps, t, z_source)
 
     @torch.no_grad()
     def _denoise_event(self, plan: _Plan, maps, z_edit, i: int, start: float) -> EditEvent:
