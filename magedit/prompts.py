@@ -272,6 +272,13 @@ def new_token_positions(tokenizer: PreTrainedTokenizerBase, source: str, target:
     return torch.nonzero(alphas == 0).flatten().tolist()
 
 
+# English function words never chosen as automatic edit words (when a content word is new too).
+STOPWORDS = frozenset(
+    "a an the and or but of in on at to for with by from as into onto over under near next "
+    "is are was were be been this that these those its it his her their our my your some".split()
+)
+
+
 def edit_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> list[str]:
     """The words of `target` that hold new tokens: the default edit words when none is given.
 
@@ -295,6 +302,11 @@ def edit_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> 
         word = _OUTER_PUNCTUATION.sub("", text[start:end]).lower()
         if word not in words:
             words.append(word)
+    # Function words the alignment marks as new ("a cat" -> "a cat and a dog" adds "and", "a")
+    # carry no edit; guide the content words when there are any.
+    content = [w for w in words if w not in STOPWORDS]
+    if content:
+        words = content
     if not words:
         raise ValueError(
             f"the target prompt '{target}' adds no new word to the source prompt '{source}'; "
