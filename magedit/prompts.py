@@ -274,8 +274,49 @@ def new_token_positions(tokenizer: PreTrainedTokenizerBase, source: str, target:
 
 # English function words never chosen as automatic edit words (when a content word is new too).
 STOPWORDS = frozenset(
-    "a an the and or but of in on at to for with by from as into onto over under near next "
-    "is are was were be been this that these those its it his her their our my your some".split()
+    {
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "with",
+        "by",
+        "from",
+        "as",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "near",
+        "next",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "this",
+        "that",
+        "these",
+        "those",
+        "its",
+        "it",
+        "his",
+        "her",
+        "their",
+        "our",
+        "my",
+        "your",
+        "some",
+    }
 )
 
 
