@@ -1,0 +1,652 @@
+"""The command line: ``magedit edit`` makes one localized edit of a photo.
+
+    magedit edit --image room.jpg --mask sofa.png --source "a room with a red sofa" \\
+        --target "a room with a green sofa" --out green.png
+
+Nothing heavy is imported here: torch, diffusers and the pipeline load inside the command
+functions, so ``magedit --help`` answers at once. Bad input ends in one line
+``magedit: error: <message>`` on stderr and exit status 2; Ctrl-C in exit status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from magedit import __version__
+from magedit.config import CONSTRAINTS, INVERSION_METHODS, PRESETS, EditConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from magedit.pipeline import MagEditPipeline
+
+PROG = "magedit"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FALLBACK_MODEL = "CompVis/stable-diffusion-v1-4"
+# Output formats by extension. WebP is written lossless so that, as with PNG, the pixels outside
+# the mask stay the original's; JPEG cannot promise that.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+SAVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "PNG": {},
+    "JPEG": {"quality": 95},
+    "WEBP": {"lossless": True},
+}
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# The EditConfig field each tuning flag sets (``--steps`` is applied apart, through with_steps).
+FLAG_OF_FIELD = {
+    "max_iter": "--iterations",
+    "scale": "--scale",
+    "guidance_scale": "--guidance",
+    "inversion": "--inversion",
+    "constraint": "--constraint",
+    "tau1": "--tau1",
+    "tau2": "--tau2",
+    "tau_self": "--tau-self",
+    "blend_steps": "--blend-steps",
+    "negative_scale": "--negative-scale",
+    "spatial_lambda": "--spatial-lambda",
+    "attention_res": "--attention-res",
+    "null_inner_steps": "--null-steps",
+    "resolution": "--resolution",
+    "seed": "--seed",
+    "reference": "--reference",
+    "steps": "--steps",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input, reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing the usage block and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``magedit`` argument parser with its subcommands."""
+    parser = _Parser(
+        prog=PROG,
+        description="MAG-Edit: localized text-guided editing of real photos (Stable Diffusion).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_edit(commands)
+    return parser
+
+
+def _add_edit(commands) -> None:
+    edit = commands.add_parser(
+        "edit",
+        help="edit the masked region of a photo so that it matches the target prompt",
+        description=(
+            "Edit the masked region of a photo so that it matches the target prompt; every pixel "
+            "outside the (slightly dilated) mask keeps its value. Tuning flags that are not given "
+            "keep the preset's values (without --preset: the paper's defaults)."
+        ),
+    )
+    edit.set_defaults(func=run_edit)
+
+    io_group = edit.add_argument_group("input and output")
+    io_group.add_argument(
+        "--image", required=True, metavar="IMG", help="the photo to edit (PNG, JPEG, WebP...)"
+    )
+    io_group.add_argument(
+        "--mask",
+        required=True,
+        metavar="IMG",
+        help="the region to edit: an image, non-black pixels are inside",
+    )
+    io_group.add_argument(
+        "--source", required=True, metavar="TEXT", help="a prompt describing the photo"
+    )
+    io_group.add_argument(
+        "--target",
+        required=True,
+        metavar="TEXT",
+        help="the same prompt with the edit, e.g. 'a green sofa'",
+    )
+    io_group.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="where to write the result (.png, .jpg, .jpeg or .webp)",
+    )
+    io_group.add_argument(
+        "--raw",
+        metavar="PATH",
+        help="also write the decoded edit at processing size, before compositing",
+    )
+    io_group.add_argument(
+        "--log",
+        metavar="PATH",
+        help="write a JSON record of the run (config, prompts, losses, timings)",
+    )
+    io_group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    words = edit.add_argument_group("words")
+    words.add_argument(
+        "--words",
+        nargs="+",
+        metavar="WORD",
+        help="edit words of the target prompt whose attention should fill the mask "
+        "(default: the words the target adds to the source)",
+    )
+    words.add_argument(
+        "--negative-word",
+        metavar="WORD",
+        help="a word whose attention is pushed out of the mask (Eq. 7)",
+    )
+    words.add_argument(
+        "--negative-prompt",
+        metavar="TEXT",
+        help="a prompt holding the negative word (default: the source prompt)",
+    )
+
+    tune = edit.add_argument_group("tuning (default: the preset's value)")
+    tune.add_argument(
+        "--preset", choices=sorted(PRESETS), help="named settings; flags below override them"
+    )
+    tune.add_argument(
+        "--iterations",
+        dest="max_iter",
+        type=int,
+        metavar="N",
+        help="MAG updates per guided step, MAX_IT (paper: 15)",
+    )
+    tune.add_argument(
+        "--scale",
+        type=float,
+        metavar="X",
+        help="granularity: weight lambda_p of the positive constraint (paper: 2.5)",
+    )
+    tune.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="denoising steps (paper: 50); the taus are scaled to keep the schedule",
+    )
+    tune.add_argument(
+        "--guidance",
+        dest="guidance_scale",
+        type=float,
+        metavar="X",
+        help="classifier-free guidance scale (paper: 7.5)",
+    )
+    tune.add_argument(
+        "--inversion",
+        choices=INVERSION_METHODS,
+        help="how the photo is inverted (paper: null_text)",
+    )
+    tune.add_argument(
+        "--constraint", choices=CONSTRAINTS, help="token ratio (Eq. 5) or spatial ratio (Eq. 6)"
+    )
+    tune.add_argument(
+        "--tau1",
+        type=int,
+        metavar="N",
+        help="common-token cross-attention injection until tau1 steps remain (paper: 10; object: 40)",
+    )
+    tune.add_argument(
+        "--tau2",
+        type=int,
+        metavar="N",
+        help="MAG guidance until tau2 steps remain (paper: 25 of 50)",
+    )
+    tune.add_argument(
+        "--tau-self",
+        dest="tau_self",
+        type=int,
+        metavar="N",
+        help="self-attention injection until tau_self steps remain (paper: 25 of 50)",
+    )
+    tune.add_argument(
+        "--blend-steps",
+        dest="blend_steps",
+        type=int,
+        metavar="N",
+        help="latent blend in the last N steps (paper: 15 of 50)",
+    )
+    tune.add_argument(
+        "--negative-scale",
+        dest="negative_scale",
+        type=float,
+        metavar="X",
+        help="weight lambda_ng of the negative word",
+    )
+    tune.add_argument(
+        "--spatial-lambda",
+        dest="spatial_lambda",
+        type=float,
+        metavar="X",
+        help="lambda of the spatial-ratio loss (Eq. 6)",
+    )
+    tune.add_argument(
+        "--attention-res",
+        dest="attention_res",
+        type=int,
+        metavar="PX",
+        help="side in pixels of the attention maps the loss reads (default: latent / 4)",
+    )
+    tune.add_argument(
+        "--null-steps",
+        dest="null_inner_steps",
+        type=int,
+        metavar="N",
+        help="inner optimisation steps per timestep of null-text inversion",
+    )
+    tune.add_argument(
+        "--resolution",
+        type=int,
+        metavar="PX",
+        help="long side of the processing size (multiple of 64)",
+    )
+    tune.add_argument("--seed", type=int, metavar="N", help="seed of every random choice")
+    tune.add_argument(
+        "--reference",
+        action="store_true",
+        default=None,
+        help="run Algorithm 1 literally (slower; for checking the fast path)",
+    )
+
+    model = edit.add_argument_group("model")
+    source = model.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model",
+        metavar="ID_OR_FOLDER",
+        help="Hub id or local diffusers folder of an SD v1.x model "
+        f"(default: $MAGEDIT_MODEL or {FALLBACK_MODEL})",
+    )
+    source.add_argument(
+        "--tiny", action="store_true", help="random-weight offline components: the output is noise"
+    )
+    model.add_argument(
+        "--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)"
+    )
+    model.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="weights' dtype; auto is float16 on CUDA, float32 elsewhere",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``magedit`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help and --version
+            return done.code if isinstance(done.code, int) else EXIT_OK
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, ValueError, OSError, FloatingPointError) as error:
+        return _fail(error)
+    except RuntimeError as error:
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(error, torch.cuda.OutOfMemoryError):
+            print(
+                f"{PROG}: error: out of GPU memory; lower --resolution or use --dtype float16",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        raise
+
+
+def _fail(error: BaseException | str) -> int:
+    print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------------------------------
+# magedit edit
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    """``magedit edit``: check every input, load the model, invert, edit, write the outputs."""
+    from tqdm import tqdm
+
+    from magedit import images, prompts
+    from magedit.pipeline import EditResult
+
+    start = time.perf_counter()
+    # 1. Check inputs that need no model: paths, numbers, image and mask.
+    out = _output_path(args.out, "--out")
+    raw = _output_path(args.raw, "--raw") if args.raw else None
+    log = Path(args.log).expanduser() if args.log else None
+    if log is not None and log.is_dir():
+        raise UsageError(f"--log '{args.log}' is a folder; give a file name")
+    named = [(flag, p.resolve()) for flag, p in (("--raw", raw), ("--log", log)) if p]
+    for flag, path in named:
+        if path == out.resolve():
+            raise UsageError(f"{flag} and --out name the same file '{args.out}'")
+    if args.negative_prompt is not None and not args.negative_word:
+        raise UsageError("--negative-prompt needs --negative-word (the word it holds)")
+    config = build_config(args)
+    image = images.load_image(_input_path(args.image, "--image"))
+    mask = images.load_mask(_input_path(args.mask, "--mask"), size=image.shape[:2])
+
+    # 2. Load the model (cached per process) and check the prompts and words with its tokenizer.
+    _quiet_libraries()
+    load_start = time.perf_counter()
+    pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
+    load_seconds = time.perf_counter() - load_start
+    tok = pipe.tokenizer
+    source = prompts.check_prompt(tok, args.source, what="source prompt")
+    target = prompts.check_prompt(tok, args.target, what="target prompt")
+    words = list(args.words) if args.words else prompts.edit_words(tok, source, target)
+    # Words the target shares with the source get the source's attention while it is injected,
+    # so guidance could not move them; say so now rather than after the inversion.
+    shared = prompts.refinement_mapper(tok, source, target)[1]  # (77,) 1 = aligned with source
+    for word in words:
+        positions = prompts.require_word(tok, target, word, what="target prompt")
+        guided = config.max_iter > 0 and config.cross_inject_at(0)
+        if guided and all(shared[p] > 0 for p in positions):
+            raise ValueError(
+                f"edit word {word!r} is in both prompts, so its attention is copied from the "
+                "source image and guidance cannot change it; choose a word that is new in the "
+                "target prompt (or use --tau1 equal to --steps to turn the injection off)"
+            )
+    if args.negative_word:
+        negative_prompt = prompts.check_prompt(
+            tok, args.negative_prompt or source, what="negative prompt"
+        )
+        prompts.require_word(tok, negative_prompt, args.negative_word, what="negative prompt")
+    if args.tiny:
+        print(
+            f"{PROG}: warning: --tiny uses random, untrained weights; the output is noise",
+            file=sys.stderr,
+        )
+
+    # 3. Invert (one bar), then edit (one bar over the denoising steps).
+    bar = functools.partial(tqdm, file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    inversion_start = time.perf_counter()
+    with _LazyBar(bar, desc=f"inversion ({config.inversion})", unit="step") as inversion_bar:
+        inversion = pipe.invert(image, source, config=config, progress=inversion_bar.update_to)
+    inversion_seconds = time.perf_counter() - inversion_start
+    result = None
+    denoise: list[dict[str, float]] = []
+    events = pipe.edit(
+        inversion,
+        target,
+        mask=mask,
+        words=words,
+        negative_word=args.negative_word,
+        negative_prompt=args.negative_prompt,
+        config=config,
+    )
+    with bar(total=config.steps, desc="edit", unit="step") as edit_bar:
+        for item in events:
+            if isinstance(item, EditResult):
+                result = item
+            elif item.phase == "guidance":
+                edit_bar.set_postfix_str(
+                    f"MAG {item.iteration}/{item.max_iter} loss={item.loss:.4f} "
+                    f"in-mask={item.in_mask_ratio:.3f}"
+                )
+            else:
+                denoise.append(
+                    {
+                        "step": item.step,
+                        "loss": item.loss,
+                        "in_mask_ratio": item.in_mask_ratio,
+                        "elapsed": item.elapsed,
+                    }
+                )
+                edit_bar.set_postfix_str(
+                    f"loss={item.loss:.4f} in-mask={item.in_mask_ratio:.3f}", refresh=False
+                )
+                edit_bar.update(1)
+    if result is None:
+        raise RuntimeError("MagEditPipeline.edit ended without an EditResult")
+
+    # 4. Write the outputs, each atomically.
+    write_image(out, result.composited)
+    if raw is not None:
+        write_image(raw, result.image)
+    # This run's wall times: a cached inversion costs nothing here (the result's timings give
+    # the seconds the cached inversion took when it was made).
+    timings = {
+        "load": load_seconds,
+        **result.timings,
+        "inversion": inversion_seconds,
+        "total": time.perf_counter() - start,
+    }
+    if log is not None:
+        record = _log_record(args, pipe, result, denoise, timings, out, raw)
+        write_bytes(log, (json.dumps(record, indent=2) + "\n").encode())
+    cached = " (inversion cached)" if result.inversion_cached else ""
+    spent = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
+    print(f"{out}  {spent}{cached}")
+    return EXIT_OK
+
+
+def build_config(args: argparse.Namespace) -> EditConfig:
+    """The preset (or the defaults), rescaled to ``--steps``, with the flags given applied.
+
+    Flags left out (None) keep the preset's values. Errors name the flag, not the field.
+    """
+    try:
+        config = PRESETS[args.preset] if args.preset else EditConfig()
+        if args.steps is not None:
+            config = config.with_steps(args.steps)
+        changes = {
+            name: getattr(args, name)
+            for name in FLAG_OF_FIELD
+            if name != "steps" and getattr(args, name, None) is not None
+        }
+        return config.replace(**changes)
+    except ValueError as error:
+        message = str(error)
+        for name, flag in FLAG_OF_FIELD.items():
+            if message.startswith(f"{name} "):
+                message = flag + message[len(name) :]
+                break
+        raise ValueError(message) from None
+
+
+@functools.lru_cache(maxsize=2)
+def load_pipeline(model: str | None, device: str | None, dtype: str, tiny: bool) -> MagEditPipeline:
+    """Build the pipeline once per process for these settings (tests and repeated calls share it).
+
+    Raises ValueError with the way out (``--tiny`` or ``--model /local/folder``) when the weights
+    cannot be loaded, e.g. offline with nothing in the Hugging Face cache.
+    """
+    import torch
+
+    from magedit.pipeline import MagEditPipeline, default_dtype
+
+    torch_device = _torch_device(device)
+    torch_dtype = default_dtype(torch_device) if dtype == "auto" else getattr(torch, dtype)
+    if tiny:
+        return MagEditPipeline.tiny(device=torch_device, dtype=torch_dtype)
+    name = model or os.environ.get("MAGEDIT_MODEL") or FALLBACK_MODEL
+    if name.startswith(("/", "./", "../", "~")):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"--model: no folder '{name}'; pass a diffusers SD v1.x model folder, or --tiny "
+                "to try the tool offline with random weights"
+            )
+        name = str(path)
+    try:
+        with warnings.catch_warnings():
+            # Library deprecation notices are not the user's to act on; stderr stays one line.
+            warnings.simplefilter("ignore")
+            return MagEditPipeline.from_pretrained(name, device=torch_device, dtype=torch_dtype)
+    except (OSError, ValueError) as error:
+        # huggingface_hub's errors (offline, not cached, no such repo) are OSErrors; a malformed
+        # repo id is a ValueError.
+        reason = _one_line(str(error))
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        raise ValueError(
+            f"cannot load the model '{name}' ({reason}); without network it must already be in "
+            "the Hugging Face cache: pass --model /local/folder (a diffusers SD v1.x folder), "
+            "or --tiny to try the tool offline with random weights"
+        ) from None
+
+
+def _quiet_libraries() -> None:
+    """Keep the libraries' info/warning logs off the terminal: transformers' "Token indices
+    sequence length is longer than..." (our own check reports it better) and huggingface_hub's
+    retry notices when the Hub cannot be reached (the load error below names the way out)."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
+
+
+def _torch_device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"--device '{name}' is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def _input_path(name: str, flag: str) -> Path:
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag}: no such file '{name}'")
+    return path
+
+
+def _output_path(name: str, flag: str) -> Path:
+    path = Path(name).expanduser()
+    if path.suffix.lower() not in IMAGE_FORMATS:
+        raise UsageError(
+            f"{flag} '{name}' must end in {', '.join(IMAGE_FORMATS)} (the extension picks the "
+            "format)"
+        )
+    if path.is_dir():
+        raise UsageError(f"{flag} '{name}' is a folder; give a file name")
+    return path
+
+
+class _LazyBar:
+    """A progress bar opened on the first ``update_to(done, total)`` call, when the total is
+    known (a cached inversion never calls it, so no bar appears)."""
+
+    def __init__(self, make: Callable[..., Any], **options: Any):
+        self.make, self.options, self.bar = make, options, None
+
+    def update_to(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = self.make(total=total, **self.options)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> _LazyBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write an HWC uint8 image atomically; the format follows the extension."""
+    from PIL import Image
+
+    fmt = IMAGE_FORMATS[path.suffix.lower()]
+    write_atomic(path, lambda f: Image.fromarray(image).save(f, format=fmt, **SAVE_OPTIONS[fmt]))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    write_atomic(path, lambda f: f.write(data))
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write through a temp file in the same folder, then ``os.replace`` it onto ``path``: a crash
+    or Ctrl-C leaves either the old file or the new one, never half of one. Creates the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _log_record(args, pipe, result, denoise, timings, out: Path, raw: Path | None) -> dict:
+    return {
+        "magedit": __version__,
+        "command": "edit",
+        "image": str(Path(args.image).resolve()),
+        "mask": str(Path(args.mask).resolve()),
+        "out": str(out.resolve()),
+        "raw": None if raw is None else str(raw.resolve()),
+        "model": pipe.model_id,
+        "tiny": bool(args.tiny),
+        "device": str(pipe.device),
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+        "preset": args.preset,
+        "config": result.config.to_dict(),
+        "seed": result.seed,
+        "source_prompt": result.source_prompt,
+        "target_prompt": result.target_prompt,
+        "words": result.words,
+        "negative_word": result.negative_word,
+        "negative_prompt": args.negative_prompt,
+        "image_size": list(result.composited.shape[1::-1]),  # [width, height]
+        "processing_size": list(result.image.shape[1::-1]),
+        "inversion_cached": result.inversion_cached,
+        "timings": timings,
+        "losses": result.losses,
+        "denoise": denoise,
+    }
