@@ -20,11 +20,14 @@ Progress = Callable[[int, int], None]
 
 
 class DDIMSchedule:
-    """Deterministic DDIM (eta = 0) on SD v1.4's noise schedule.
+    """Deterministic DDIM (eta = 0) on SD v1.4's noise schedule, as the authors' code runs it.
 
-    As the authors' code and prompt-to-prompt: beta 0.00085-0.012 "scaled_linear", no clipping,
-    ``set_alpha_to_one=False`` (the step below t = 0 uses alpha_0) and ``steps_offset=0``, so T = 50
-    gives timesteps 980, 960, ..., 0. Built here, never read from a model folder.
+    beta 0.00085-0.012 "scaled_linear", no clipping, ``set_alpha_to_one=False`` (the step below
+    the first timestep uses alpha_0) and ``steps_offset=1``, so T = 50 gives timesteps
+    981, 961, ..., 1. The authors build their scheduler with steps_offset 0, but diffusers'
+    ``StableDiffusionPipeline.__init__`` rewrites any scheduler it is given to steps_offset 1
+    (still so in diffusers 0.42), and their inversion and editing run on that object; their
+    released numbers are reproduced only with 981 ... 1. Built here, never read from a model folder.
     """
 
     def __init__(self, steps: int, num_train_timesteps: int = 1000):
@@ -36,7 +39,7 @@ class DDIMSchedule:
             beta_schedule="scaled_linear",
             clip_sample=False,
             set_alpha_to_one=False,
-            steps_offset=0,
+            steps_offset=1,
             num_train_timesteps=num_train_timesteps,
         )
         scheduler.set_timesteps(steps)
