@@ -1,0 +1,895 @@
+"""MAG-Edit Studio, the web page: upload a photo, paint the region, type the edit, watch it run.
+
+    python app.py            # Stable Diffusion v1.4 ($MAGEDIT_MODEL or --model to change it)
+    python app.py --tiny     # offline demo on random weights: the results are noise
+
+This file lays out the page and wires its events; the ``magedit`` library does the work. The
+event handlers are module-level functions (the pipeline getter and the output folder bound with
+``functools.partial``), so the tests call them without a browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import html
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from magedit import images, preview, prompts
+from magedit.config import PRESETS, EditConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from magedit.inversion import Inversion
+    from magedit.pipeline import EditEvent, EditResult, MagEditPipeline
+
+FALLBACK_MODEL = "CompVis/stable-diffusion-v1-4"
+# Results are written here under generated names; the folder is served to the page (launch's
+# allowed_paths) and pruned to the newest MAX_OUTPUTS files.
+OUTPUT_DIR = Path(
+    os.environ.get("MAGEDIT_OUTPUT_DIR") or Path(__file__).resolve().parent / "outputs"
+)
+MAX_OUTPUTS = 200
+QUEUE_SIZE = 16  # edits waiting beyond this are refused with "queue full" rather than piling up
+# Guidance iterations and inversion steps can come many per second; the page is refreshed at most
+# this often for them (every denoising step is always shown).
+REFRESH_SECONDS = 0.25
+
+INVERSION_CHOICES = [
+    ("null-text (the paper's; slower)", "null_text"),
+    ("direct (fast, exact reconstruction)", "direct"),
+    ("DDIM (fastest; the background may drift)", "ddim"),
+]
+PRESET_INFO = (
+    "color / texture: change what the region looks like, keep its shape. "
+    "object: replace the object (its shape may change)."
+)
+# The values each handler's update holds, in the order of the edit event's outputs.
+EDIT_OUTPUTS = ("status", "preview", "attention", "curve", "result", "download", "settings")
+CURVE_COLUMNS = ["step", "value", "series"]
+TINY_BANNER = (
+    "⚠️ **Offline demo (`--tiny`)**: the model has random, untrained weights, so the results are "
+    "noise. Use it to try the page; run `python app.py` (or `--model /local/folder`) for real "
+    "edits. Defaults are lowered here (fewer steps and iterations, 256 pixels) so runs are quick."
+)
+CSS = """
+#magedit-banner { background: #fff4ce; border: 1px solid #e0b400; border-radius: 8px;
+                  padding: 4px 12px; }
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults of the controls
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+    """Initial values of the controls (paper defaults for real weights; quick ones for --tiny)."""
+
+    steps: int = 50
+    iterations: int = 15
+    inversion: str = "null_text"
+    resolution: int = 512
+
+    @classmethod
+    def for_model(cls, tiny: bool) -> Defaults:
+        return cls(steps=20, iterations=3, inversion="direct", resolution=256) if tiny else cls()
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+
+
+class _Cancelled(Exception):
+    """Raised inside the worker thread when the page cancelled the edit."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
+
+
+def user_error(message: str) -> gr.Error:
+    """A gr.Error showing ``message`` as text (the modal renders HTML; prompts are user text)."""
+    return gr.Error(
+        html.escape(_one_line(message), quote=False), title="Cannot edit", print_exception=False
+    )
+
+
+@contextlib.contextmanager
+def gradio_errors() -> Iterator[None]:
+    """Turn the library's expected failures into gr.Error with its message: bad input
+    (ValueError), diverged latents (FloatingPointError) and out of GPU memory. Anything else is a
+    bug: it propagates, and the page shows a generic error (launch(show_error=False))."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except (ValueError, FloatingPointError) as error:
+        raise user_error(str(error)) from None
+    except RuntimeError as error:
+        if _is_out_of_memory(error):
+            raise user_error(
+                "out of GPU memory; lower the resolution or the steps, or try again when other "
+                "edits have finished"
+            ) from None
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline: built once, used by one edit at a time
+
+
+class LazyPipeline:
+    """Calls ``load`` on first use, once, even when two events ask at the same time."""
+
+    def __init__(self, load: Callable[[], MagEditPipeline]):
+        self._load = load
+        self._pipe: MagEditPipeline | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> MagEditPipeline:
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = self._load()
+            return self._pipe
+
+
+# MagEditPipeline is not re-entrant. The edit event runs one at a time (concurrency_limit=1), but
+# a cancelled edit's thread may still be finishing its step when the next edit starts: it waits.
+_PIPELINE_LOCK = threading.Lock()
+
+
+def _pipeline(get_pipeline: Callable[[], MagEditPipeline]) -> MagEditPipeline:
+    try:
+        return get_pipeline()
+    except (ValueError, OSError) as error:
+        # The reason names the server's folders: it goes to the server's log, not to the page.
+        print(f"app.py: error: {_one_line(str(error))}", file=sys.stderr)
+        raise user_error("the model could not be loaded; see the server's log") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs: image, mask, prompts, settings
+
+
+def load_upload(image: Any) -> tuple[dict[str, Any] | None, str]:
+    """Image upload -> (the mask editor's value with the photo as background, status line).
+
+    ``image`` is what gr.Image gives (a file path) or None when the image was cleared.
+    """
+    if image is None:
+        return None, ""
+    with gradio_errors():
+        photo = images.load_image(image)
+    height, width = photo.shape[:2]
+    value = {"background": photo, "layers": [], "composite": photo}
+    return value, f"Photo {width}x{height}. Paint the region to edit (or upload a mask file)."
+
+
+def read_mask(editor: dict[str, Any] | None, mask_file: Any, size: tuple[int, int]) -> np.ndarray:
+    """The region to edit as an HxW bool mask at ``size`` = (height, width) of the photo.
+
+    ``mask_file`` (a path or array), when given, is used instead of the painting. Otherwise
+    ``editor`` is a gr.ImageEditor value {"background", "layers", "composite"} with RGBA layers:
+    the mask is where any layer's alpha is above 0 (the brush colour does not matter).
+    """
+    with gradio_errors():
+        if mask_file is not None:
+            return images.load_mask(mask_file, size=size)
+        layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
+        painted = [_painted(layer) for layer in layers]
+        if not painted or not any(p.any() for p in painted):
+            raise ValueError(
+                "no region is marked; paint the region to edit on the photo with the brush, or "
+                "upload a mask file"
+            )
+        mask = np.zeros(size, dtype=bool)
+        for p in painted:
+            if p.any():  # layers are the canvas's size, normally the photo's
+                mask |= images.load_mask(p, size=size)
+        return mask
+
+
+def _painted(layer: Any) -> np.ndarray:
+    """An editor layer's painted pixels: alpha > 0 for RGBA, non-zero for masks without alpha."""
+    array = np.asarray(layer)
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        return array[..., -1] > 0
+    if array.ndim == 3:
+        return (array != 0).any(axis=2)
+    return array != 0
+
+
+def parse_words(text: str | None) -> list[str]:
+    """Edit words typed in the page: comma separated ("ice cream, green"), or space separated
+    when there is no comma ("green velvet")."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    parts = text.split(",") if "," in text else text.split()
+    return [part.strip() for part in parts if part.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    source: str
+    target: str
+    words: list[str]
+    negative_word: str | None
+
+
+def check_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    source: str,
+    target: str,
+    words: str | None,
+    negative_word: str | None,
+    *,
+    guided: bool = True,
+) -> Prompts:
+    """Check the prompts and words with the model's tokenizer; raise ValueError with the fix.
+
+    Empty ``words`` picks the words the target adds (``prompts.edit_words``). ``guided``: MAG
+    runs (iterations > 0), so every edit word must hold a token that is new in the target.
+    """
+    source = prompts.check_prompt(tokenizer, source, what="source prompt")
+    target = prompts.check_prompt(tokenizer, target, what="target prompt")
+    chosen = parse_words(words) or prompts.edit_words(tokenizer, source, target)
+    new = set(prompts.new_token_positions(tokenizer, source, target))
+    for word in chosen:
+        positions = prompts.require_word(tokenizer, target, word, what="target prompt")
+        if guided and not new.intersection(positions):
+            # Shared tokens get the source's attention while it is injected, so guidance could
+            # not move them (the pipeline refuses them too, but only after the inversion).
+            raise ValueError(
+                f"edit word '{word}' is in both prompts, so its attention is copied from the "
+                "photo and guidance cannot change it; choose a word that is new in the target "
+                "prompt"
+            )
+    negative = (negative_word or "").strip() or None
+    if negative:
+        # The negative word's attention is read under the source prompt (Eq. 7).
+        prompts.require_word(tokenizer, source, negative, what="source prompt")
+    return Prompts(source, target, chosen, negative)
+
+
+def build_config(
+    preset: str,
+    iterations: float,
+    granularity: float,
+    steps: float,
+    guidance: float,
+    inversion: str,
+    seed: float | None,
+    resolution: float,
+) -> EditConfig:
+    """The named preset on ``steps`` steps (its taus scaled) with the page's settings applied."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if seed is None or steps is None or iterations is None or resolution is None:
+        raise ValueError("a setting is empty; type a whole number for the seed and the steps")
+    return (
+        PRESETS[preset]
+        .with_steps(int(steps))
+        .replace(
+            max_iter=int(iterations),
+            scale=float(granularity),
+            guidance_scale=float(guidance),
+            inversion=inversion,
+            seed=int(seed),
+            resolution=int(resolution),
+        )
+    )
+
+
+def random_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def suggest_words(
+    get_pipeline: Callable[[], MagEditPipeline], source: str, target: str
+) -> tuple[Any, str]:
+    """Prompt change -> (the edit words the target adds, inline status line).
+
+    Leaves the words as they are while a prompt is empty or when they cannot be found; the
+    status line then says why.
+    """
+    if not (source or "").strip() or not (target or "").strip():
+        return gr.skip(), ""
+    tokenizer = _pipeline(get_pipeline).tokenizer
+    try:
+        source = prompts.check_prompt(tokenizer, source, what="source prompt")
+        target = prompts.check_prompt(tokenizer, target, what="target prompt")
+        words = prompts.edit_words(tokenizer, source, target)
+    except ValueError as error:
+        return gr.skip(), _warning(error)
+    return ", ".join(words), ""
+
+
+def check_inputs(
+    get_pipeline: Callable[[], MagEditPipeline],
+    source: str,
+    target: str,
+    words: str,
+    negative_word: str,
+    iterations: float,
+) -> str:
+    """Words, negative word or iterations changed -> inline status line ("" when all is well)."""
+    if not (source or "").strip() or not (target or "").strip():
+        return ""
+    tokenizer = _pipeline(get_pipeline).tokenizer
+    try:
+        check_prompts(tokenizer, source, target, words, negative_word, guided=bool(iterations))
+    except ValueError as error:
+        return _warning(error)
+    return ""
+
+
+def _warning(error: BaseException) -> str:
+    return f"⚠️ {_one_line(str(error))}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The edit: a worker thread inverts and edits; the handler streams what it reports
+
+
+@dataclasses.dataclass
+class _Request:
+    image: np.ndarray  # (H, W, 3) uint8, the photo at its own size
+    mask: np.ndarray  # (H, W) bool
+    prompts: Prompts
+    config: EditConfig
+
+
+@dataclasses.dataclass
+class _InversionProgress:
+    done: int
+    total: int
+    elapsed: float
+
+
+_DONE = object()
+
+
+class _EditWorker(threading.Thread):
+    """Runs invert + edit off the event's thread, so that the inversion's progress can be
+    streamed and a cancelled event stops the work at its next step (``cancel``)."""
+
+    def __init__(self, pipe: MagEditPipeline, request: _Request):
+        super().__init__(name="magedit-edit", daemon=True)
+        self.pipe = pipe
+        self.request = request
+        self.items: queue.Queue[Any] = queue.Queue()
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[Any]:
+        """What the work reports, in order: progress, the Inversion, EditEvents, EditResult.
+        Raises the work's exception, if any, where it happened in that order."""
+        while True:
+            item = self.items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def run(self) -> None:
+        try:
+            while not _PIPELINE_LOCK.acquire(timeout=0.1):
+                if self.cancelled.is_set():
+                    return
+            try:
+                self._work()
+            finally:
+                _PIPELINE_LOCK.release()
+        except _Cancelled:
+            pass
+        except BaseException as error:  # handed to the page's thread, which reports it
+            self.items.put(error)
+        finally:
+            self.items.put(_DONE)
+
+    def _work(self) -> None:
+        request, pipe = self.request, self.pipe
+        start = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            if self.cancelled.is_set():
+                raise _Cancelled
+            self.items.put(_InversionProgress(done, total, time.perf_counter() - start))
+
+        inversion = pipe.invert(
+            request.image, request.prompts.source, config=request.config, progress=progress
+        )
+        self.items.put(inversion)
+        events = pipe.edit(
+            inversion,
+            request.prompts.target,
+            mask=request.mask,
+            words=request.prompts.words,
+            negative_word=request.prompts.negative_word,
+            config=request.config,
+        )
+        for item in events:
+            if self.cancelled.is_set():
+                events.close()
+                return
+            self.items.put(item)
+
+
+def run_edit(
+    get_pipeline: Callable[[], MagEditPipeline],
+    output_dir: Path,
+    image: Any,
+    editor: dict[str, Any] | None,
+    mask_file: Any,
+    source: str,
+    target: str,
+    words: str,
+    negative_word: str,
+    preset: str,
+    iterations: float,
+    granularity: float,
+    steps: float,
+    guidance: float,
+    inversion: str,
+    seed: float | None,
+    resolution: float,
+) -> Iterator[tuple[Any, ...]]:
+    """The Edit button: check everything, then stream the inversion and the edit.
+
+    Yields tuples in the order of ``EDIT_OUTPUTS`` (gr.skip() for what did not change); the last
+    one holds the before/after pair, the path of the full-resolution PNG under ``output_dir``
+    and the settings used. Bad input raises gr.Error before any model work.
+    """
+    from magedit.pipeline import MAX_MASK_COVERAGE
+
+    # 1. Check every input before any model work.
+    if image is None:
+        raise user_error("no photo; upload the photo to edit first")
+    pipe = _pipeline(get_pipeline)
+    with gradio_errors():
+        photo = images.load_image(image)
+        config = build_config(
+            preset, iterations, granularity, steps, guidance, inversion, seed, resolution
+        )
+        checked = check_prompts(
+            pipe.tokenizer, source, target, words, negative_word, guided=config.max_iter > 0
+        )
+    mask = read_mask(editor, mask_file, photo.shape[:2])
+    coverage = float(mask.mean())
+    if coverage > MAX_MASK_COVERAGE:
+        raise user_error(
+            f"the mask covers {coverage:.0%} of the photo; MAG-Edit changes a region, so mask "
+            "only the object to edit"
+        )
+    request = _Request(photo, mask, checked, config)
+
+    # 2. Invert and edit on a worker thread; show what it reports as it comes.
+    stream = _Stream(request)
+    yield stream.update(status="Starting…", clear=True)
+    worker = _EditWorker(pipe, request)
+    worker.start()
+    try:
+        with gradio_errors():
+            for item in worker:
+                update = stream.add(item)
+                if update is not None:
+                    yield update
+            result = stream.result
+            if result is None:
+                raise RuntimeError("the edit ended without a result")
+            path = save_result(result.composited, output_dir)
+            yield stream.finish(path, pipe.model_id)
+    finally:
+        worker.cancel()
+
+
+class _Stream:
+    """Turns the worker's reports into page updates (tuples in the order of EDIT_OUTPUTS)."""
+
+    def __init__(self, request: _Request):
+        self.request = request
+        self.inversion: Inversion | None = None
+        self.inversion_seconds = 0.0
+        self.result: EditResult | None = None
+        self.curve: list[dict[str, Any]] = []
+        self.last_refresh = 0.0
+        self.start = time.perf_counter()
+
+    def update(self, *, clear: bool = False, **values: Any) -> tuple[Any, ...]:
+        default = None if clear else gr.skip()
+        if clear:
+            values.setdefault("curve", pd.DataFrame(columns=CURVE_COLUMNS))
+        return tuple(values.get(name, default) for name in EDIT_OUTPUTS)
+
+    def _due(self) -> bool:
+        now = time.perf_counter()
+        if now - self.last_refresh < REFRESH_SECONDS:
+            return False
+        self.last_refresh = now
+        return True
+
+    def add(self, item: Any) -> tuple[Any, ...] | None:
+        """The update for one report, or None when the page need not be refreshed for it."""
+        from magedit.inversion import Inversion
+        from magedit.pipeline import EditEvent, EditResult
+
+        if isinstance(item, _InversionProgress):
+            if item.done < item.total and not self._due():
+                return None
+            method = self.request.config.inversion.replace("_", "-")
+            eta = _eta(item.elapsed, item.done / item.total)
+            return self.update(
+                status=f"**Inverting** the photo ({method}) {item.done}/{item.total}{eta}"
+            )
+        if isinstance(item, Inversion):
+            self.inversion = item
+            self.inversion_seconds = time.perf_counter() - self.start
+            if item.cached:
+                return self.update(status="Reused the cached inversion. **Editing**…")
+            return self.update(status=f"Inverted in {self.inversion_seconds:.1f} s. **Editing**…")
+        if isinstance(item, EditEvent):
+            return self._event(item)
+        if isinstance(item, EditResult):
+            self.result = item
+            return None
+        raise TypeError(f"unexpected report {type(item).__name__}")
+
+    def _event(self, event: EditEvent) -> tuple[Any, ...] | None:
+        if event.phase == "guidance":
+            x = event.step - 1 + (event.iteration - 1) / event.max_iter
+            self.curve.append({"step": x, "value": event.loss, "series": "MAG loss"})
+            if not self._due():
+                return None
+            done = (event.step - 1 + event.iteration / event.max_iter) / event.total
+            return self.update(
+                status=f"**Step {event.step}/{event.total}** · guidance "
+                f"{event.iteration}/{event.max_iter} · loss {event.loss:.3f} · in-mask "
+                f"{event.in_mask_ratio:.2f}{_eta(event.elapsed, done)}",
+                curve=self._curve(),
+            )
+        self.curve.append({"step": event.step, "value": event.loss, "series": "loss"})
+        self.curve.append(
+            {"step": event.step, "value": event.in_mask_ratio, "series": "in-mask ratio"}
+        )
+        self.last_refresh = time.perf_counter()
+        shown = self.inversion.image  # (h, w, 3) at processing size
+        return self.update(
+            status=f"**Step {event.step}/{event.total}** · loss {event.loss:.3f} · in-mask "
+            f"{event.in_mask_ratio:.2f}{_eta(event.elapsed, event.step / event.total)}",
+            preview=images.resize_image(event.preview, shown.shape[:2]),
+            attention=preview.heatmap_overlay(shown, event.attention, self.request.mask),
+            curve=self._curve(),
+        )
+
+    def _curve(self) -> pd.DataFrame:
+        return pd.DataFrame(self.curve, columns=CURVE_COLUMNS)
+
+    def finish(self, path: Path, model: str) -> tuple[Any, ...]:
+        result, request = self.result, self.request
+        cached = result.inversion_cached
+        # This run's wall times; a cached inversion cost nothing now (the result's timings give
+        # the seconds it took when it was made).
+        timings = {name: round(seconds, 2) for name, seconds in result.timings.items()}
+        if cached:
+            timings["inversion when made"] = timings["inversion"]
+        timings["inversion"] = 0.0 if cached else round(self.inversion_seconds, 2)
+        timings["total"] = round(time.perf_counter() - self.start, 2)
+        note = " Reused the cached inversion." if cached else ""
+        settings = {
+            "model": model,
+            "seed": result.seed,
+            "source prompt": result.source_prompt,
+            "target prompt": result.target_prompt,
+            "edit words": [w for words in result.words for w in words],
+            "negative word": result.negative_word,
+            "inversion": "reused the cached inversion" if cached else result.config.inversion,
+            "config": result.config.to_dict(),
+            "timings (s)": timings,
+            "file": path.name,
+        }
+        return self.update(
+            status=f"**Done** in {timings['total']:.1f} s.{note}",
+            preview=result.image,
+            result=(request.image, result.composited),
+            download=str(path),
+            settings=settings,
+        )
+
+
+def _eta(elapsed: float, done: float) -> str:
+    """ " · about N s left" from the time spent on the share ``done`` (0..1) of the work."""
+    if done <= 0 or done >= 1:
+        return ""
+    left = elapsed * (1 - done) / done
+    if left >= 90:
+        return f" · about {left / 60:.0f} min left"
+    return f" · about {max(left, 1):.0f} s left"
+
+
+def save_result(image: np.ndarray, output_dir: Path) -> Path:
+    """Write ``image`` as a PNG under ``output_dir`` with a generated name (never the user's);
+    keep only the newest MAX_OUTPUTS results there."""
+    from magedit.cli import write_image
+
+    output_dir = Path(output_dir)
+    path = output_dir / f"magedit-{uuid.uuid4().hex}.png"
+    write_image(path, image)
+    old = sorted(output_dir.glob("magedit-*.png"), key=lambda p: p.stat().st_mtime)
+    for stale in old[:-MAX_OUTPUTS]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The page
+
+
+def build_demo(
+    load_pipeline: Callable[[], MagEditPipeline],
+    *,
+    tiny: bool,
+    output_dir: Path | str = OUTPUT_DIR,
+) -> gr.Blocks:
+    """The page. ``load_pipeline`` is called once, on first need (main() calls it before launch
+    so a model that cannot load is reported at once). ``tiny`` shows the random-weights banner
+    and picks quick defaults."""
+    get_pipeline = LazyPipeline(load_pipeline)
+    output_dir = Path(output_dir)
+    defaults = Defaults.for_model(tiny)
+
+    with gr.Blocks(title="MAG-Edit Studio") as demo:
+        if tiny:
+            gr.Markdown(TINY_BANNER, elem_id="magedit-banner")
+        gr.Markdown(
+            "# MAG-Edit Studio\n"
+            "Localized text-guided editing: mark a region, describe the edit, and only that "
+            "region changes (MAG-Edit on Stable Diffusion v1.4)."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(
+                    label="Photo",
+                    type="filepath",  # read by magedit.images.load_image (EXIF, size checks)
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    height=320,
+                )
+                with gr.Tabs():
+                    with gr.Tab("Paint the region"):
+                        editor = gr.ImageEditor(
+                            label="Region to edit",
+                            type="numpy",
+                            image_mode="RGBA",
+                            sources=[],  # the background is the photo above
+                            transforms=[],  # keep the canvas the photo's size
+                            layers=False,
+                            brush=gr.Brush(colors=[("#ff2d55", 0.6)], color_mode="fixed"),
+                            format="png",
+                            height=420,
+                        )
+                    with gr.Tab("Mask file"):
+                        mask_file = gr.Image(
+                            label="Mask (non-black pixels are inside; used instead of painting)",
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload"],
+                            height=320,
+                        )
+                source = gr.Textbox(
+                    label="Source prompt (describes the photo)",
+                    placeholder="a living room with a red sofa and a wooden table",
+                )
+                target = gr.Textbox(
+                    label="Target prompt (the same, with the edit)",
+                    placeholder="a living room with a green sofa and a wooden table",
+                )
+                with gr.Row():
+                    words = gr.Textbox(
+                        label="Edit words",
+                        info="Words of the target whose attention fills the region; filled in "
+                        "from the prompts. Separate with commas.",
+                    )
+                    negative_word = gr.Textbox(
+                        label="Negative word (optional)",
+                        info="A source word whose attention is pushed out of the region.",
+                    )
+                prompt_status = gr.Markdown(elem_id="magedit-prompt-status")
+                preset = gr.Radio(
+                    choices=list(PRESETS), value="color", label="Preset", info=PRESET_INFO
+                )
+                iterations = gr.Slider(
+                    0, 30, value=defaults.iterations, step=1, label="Iterations (MAX_IT)"
+                )
+                granularity = gr.Slider(0, 10, value=2.5, step=0.1, label="Granularity (scale λp)")
+                with gr.Accordion("Advanced", open=False):
+                    steps = gr.Slider(10, 100, value=defaults.steps, step=1, label="Steps")
+                    guidance = gr.Slider(1, 15, value=7.5, step=0.5, label="Guidance scale")
+                    inversion = gr.Radio(
+                        choices=INVERSION_CHOICES, value=defaults.inversion, label="Inversion"
+                    )
+                    with gr.Row():
+                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                        randomise = gr.Button("🎲 Random seed", size="sm")
+                    resolution = gr.Radio(
+                        choices=[256, 384, 512],
+                        value=defaults.resolution,
+                        label="Resolution (long side, pixels)",
+                    )
+                with gr.Row():
+                    edit_button = gr.Button("Edit", variant="primary")
+                    cancel_button = gr.Button("Cancel", variant="stop")
+            with gr.Column(scale=1):
+                status = gr.Markdown("Upload a photo to start.", elem_id="magedit-status")
+                with gr.Row():
+                    live = gr.Image(label="Preview", interactive=False, height=256)
+                    attention = gr.Image(
+                        label="Attention of the edit words (mask outlined)",
+                        interactive=False,
+                        height=256,
+                    )
+                curve = gr.LinePlot(
+                    pd.DataFrame(columns=CURVE_COLUMNS),
+                    x="step",
+                    y="value",
+                    color="series",
+                    label="Loss and in-mask attention ratio",
+                    height=220,
+                )
+                result = gr.ImageSlider(
+                    label="Before / after", interactive=False, format="png", max_height=600
+                )
+                download = gr.File(label="Full-resolution PNG", interactive=False)
+                with gr.Accordion("Settings and timings", open=False):
+                    settings = gr.JSON(label="Used for this result")
+
+        # Events. Cheap checks run without a concurrency limit; the edit runs one at a time.
+        cheap = {"concurrency_limit": None, "show_progress": "hidden"}
+        image.change(
+            load_upload, inputs=image, outputs=[editor, status], api_name="load_photo", **cheap
+        )
+        suggest = functools.partial(suggest_words, get_pipeline)
+        check = functools.partial(check_inputs, get_pipeline)
+        for box in (source, target):
+            box.change(
+                suggest,
+                inputs=[source, target],
+                outputs=[words, prompt_status],
+                trigger_mode="always_last",
+                api_visibility="private",
+                **cheap,
+            )
+        for control in (words, negative_word, iterations):
+            control.change(
+                check,
+                inputs=[source, target, words, negative_word, iterations],
+                outputs=prompt_status,
+                trigger_mode="always_last",
+                api_visibility="private",
+                **cheap,
+            )
+        randomise.click(random_seed, outputs=seed, api_visibility="private", **cheap)
+        edit_event = edit_button.click(
+            functools.partial(run_edit, get_pipeline, output_dir),
+            inputs=[
+                image,
+                editor,
+                mask_file,
+                source,
+                target,
+                words,
+                negative_word,
+                preset,
+                iterations,
+                granularity,
+                steps,
+                guidance,
+                inversion,
+                seed,
+                resolution,
+            ],
+            outputs=[status, live, attention, curve, result, download, settings],
+            api_name="edit",
+            concurrency_limit=1,
+            concurrency_id="gpu",
+            show_progress="minimal",
+        )
+        cancel_button.click(None, cancels=[edit_event], api_visibility="private")
+    demo.queue(max_size=QUEUE_SIZE)
+    return demo
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="app.py", description="MAG-Edit Studio: the web page for localized image editing."
+    )
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument(
+        "--model",
+        default=os.environ.get("MAGEDIT_MODEL") or FALLBACK_MODEL,
+        metavar="ID_OR_FOLDER",
+        help="Hub id or local diffusers folder of an SD v1.x model "
+        f"(default: $MAGEDIT_MODEL or {FALLBACK_MODEL})",
+    )
+    model.add_argument(
+        "--tiny", action="store_true", help="random-weight offline demo: the results are noise"
+    )
+    parser.add_argument(
+        "--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--host",
+        # Hugging Face Spaces sets GRADIO_SERVER_NAME=0.0.0.0; an explicit --host wins.
+        default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("GRADIO_SERVER_PORT") or 7860),
+        help="port to listen on (default: 7860)",
+    )
+    parser.add_argument(
+        "--share", action="store_true", help="also serve the page on a public gradio.live link"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Load the model (a failure ends in one line naming the way out, exit status 2), then serve
+    the page until Ctrl-C."""
+    from magedit.cli import load_pipeline
+
+    args = build_parser().parse_args(argv)
+    try:
+        pipe = load_pipeline(args.model, args.device, "auto", args.tiny)
+    except (ValueError, OSError) as error:
+        # magedit.cli's messages name the way out (--model /local/folder, --tiny).
+        print(f"app.py: error: {_one_line(str(error))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.tiny:
+        print("app.py: --tiny: random, untrained weights; the results are noise", file=sys.stderr)
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    demo = build_demo(lambda: pipe, tiny=args.tiny, output_dir=OUTPUT_DIR)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        show_error=False,  # gr.Error messages are still shown; other exceptions stay generic
+        allowed_paths=[str(OUTPUT_DIR)],
+        css=CSS,
+    )
+
+
+if __name__ == "__main__":
+    main()
