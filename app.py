@@ -255,18 +255,9 @@ def check_prompts(
     """
     source = prompts.check_prompt(tokenizer, source, what="source prompt")
     target = prompts.check_prompt(tokenizer, target, what="target prompt")
-    chosen = parse_words(words) or prompts.edit_words(tokenizer, source, target)
-    new = set(prompts.new_token_positions(tokenizer, source, target))
-    for word in chosen:
-        positions = prompts.require_word(tokenizer, target, word, what="target prompt")
-        if guided and not new.intersection(positions):
-            # Shared tokens get the source's attention while it is injected, so guidance could
-            # not move them (the pipeline refuses them too, but only after the inversion).
-            raise ValueError(
-                f"edit word '{word}' is in both prompts, so its attention is copied from the "
-                "photo and guidance cannot change it; choose a word that is new in the target "
-                "prompt"
-            )
+    chosen, _ = prompts.edit_word_positions(
+        tokenizer, source, target, parse_words(words), guided=guided
+    )
     negative = (negative_word or "").strip() or None
     if negative:
         # The negative word's attention is read under the source prompt (Eq. 7).
@@ -466,7 +457,7 @@ def run_edit(
     one holds the before/after pair, the path of the full-resolution PNG under ``output_dir``
     and the settings used. Bad input raises gr.Error before any model work.
     """
-    from magedit.pipeline import MAX_MASK_COVERAGE
+    from magedit.pipeline import Region
 
     # 1. Check every input before any model work.
     if image is None:
@@ -481,11 +472,16 @@ def run_edit(
             pipe.tokenizer, source, target, words, negative_word, guided=config.max_iter > 0
         )
     mask = read_mask(editor, mask_file, photo.shape[:2])
-    coverage = float(mask.mean())
-    if coverage > MAX_MASK_COVERAGE:
-        raise user_error(
-            f"the mask covers {coverage:.0%} of the photo; MAG-Edit changes a region, so mask "
-            "only the object to edit"
+    with gradio_errors():
+        # Masks too large or too small for the attention maps are refused before inverting.
+        pipe.check_edit(
+            photo.shape[:2],
+            checked.source,
+            checked.target,
+            [Region(mask=mask, words=checked.words)],
+            checked.negative_word,
+            None,
+            config,
         )
     request = _Request(photo, mask, checked, config)
 

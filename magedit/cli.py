@@ -284,7 +284,7 @@ def _add_edit(commands) -> None:
         "--dtype",
         choices=DTYPES,
         default="auto",
-        help="weights' dtype; auto is float16 on CUDA, float32 elsewhere",
+        help="weights' dtype; auto is bfloat16 on recent CUDA GPUs (float16 on older ones), float32 elsewhere",
     )
 
 
@@ -335,7 +335,7 @@ def run_edit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from magedit import images, prompts
-    from magedit.pipeline import EditResult
+    from magedit.pipeline import EditResult, Region
 
     start = time.perf_counter()
     # 1. Check inputs that need no model: paths, numbers, image and mask.
@@ -359,27 +359,19 @@ def run_edit(args: argparse.Namespace) -> int:
     load_start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
     load_seconds = time.perf_counter() - load_start
-    tok = pipe.tokenizer
-    source = prompts.check_prompt(tok, args.source, what="source prompt")
-    target = prompts.check_prompt(tok, args.target, what="target prompt")
-    words = list(args.words) if args.words else prompts.edit_words(tok, source, target)
-    # Words the target shares with the source get the source's attention while it is injected,
-    # so guidance could not move them; say so now rather than after the inversion.
-    shared = prompts.refinement_mapper(tok, source, target)[1]  # (77,) 1 = aligned with source
-    for word in words:
-        positions = prompts.require_word(tok, target, word, what="target prompt")
-        guided = config.max_iter > 0 and config.cross_inject_at(0)
-        if guided and all(shared[p] > 0 for p in positions):
-            raise ValueError(
-                f"edit word {word!r} is in both prompts, so its attention is copied from the "
-                "source image and guidance cannot change it; choose a word that is new in the "
-                "target prompt (or use --tau1 equal to --steps to turn the injection off)"
-            )
-    if args.negative_word:
-        negative_prompt = prompts.check_prompt(
-            tok, args.negative_prompt or source, what="negative prompt"
-        )
-        prompts.require_word(tok, negative_prompt, args.negative_word, what="negative prompt")
+    # Prompts, words and mask are checked now, not after a possibly long inversion.
+    source = prompts.check_prompt(pipe.tokenizer, args.source, what="source prompt")
+    target = prompts.check_prompt(pipe.tokenizer, args.target, what="target prompt")
+    (checked,) = pipe.check_edit(
+        image.shape[:2],
+        source,
+        target,
+        [Region(mask=mask, words=args.words)],
+        args.negative_word,
+        args.negative_prompt,
+        config,
+    )
+    words = checked.words
     if args.tiny:
         print(
             f"{PROG}: warning: --tiny uses random, untrained weights; the output is noise",

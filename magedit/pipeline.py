@@ -93,7 +93,7 @@ class EditResult:
 
 
 @dataclass
-class _PreparedRegion:
+class PreparedRegion:
     words: list[str]
     positions: list[list[int]]
     weight: float
@@ -108,7 +108,7 @@ class _Plan:
 
     config: EditConfig
     schedule: DDIMSchedule
-    regions: list[_PreparedRegion]
+    regions: list[PreparedRegion]
     update_mask: torch.Tensor
     blend_mask: torch.Tensor
     source_emb: torch.Tensor
@@ -130,9 +130,12 @@ def _place(module, device: torch.device, dtype: torch.dtype):
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
-    """fp16 on CUDA (bf16 where fp16 is unsupported is not needed: SD v1.4 runs in fp16), fp32
-    elsewhere."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    """bf16 on CUDA GPUs that support it (Ampere and newer: fp32's range, so random or extreme
+    activations do not overflow), fp16 on older GPUs, fp32 elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class MagEditPipeline:
@@ -328,6 +331,67 @@ class MagEditPipeline:
         return inversion
 
     # ------------------------------------------------------------------ editing
+    def check_edit(
+        self,
+        image_size: tuple[int, int],
+        source_prompt: str,
+        target_prompt: str,
+        regions: Sequence[Region],
+        negative_word: str | None = None,
+        negative_prompt: str | None = None,
+        config: EditConfig | None = None,
+    ) -> list[PreparedRegion]:
+        """Check an edit's prompts, words and masks before any UNet work (no inversion needed).
+
+        ``image_size`` is the original image's (H, W). Raises ``ValueError`` naming the fix;
+        returns the regions with their masks at latent and attention size.
+        """
+        config = config or EditConfig()
+        tok = self.tokenizer
+        source = prompts.check_prompt(tok, source_prompt, what="source prompt")
+        target = prompts.check_prompt(tok, target_prompt, what="target prompt")
+        if not regions:
+            raise ValueError("no edit region given; give a mask of the region to edit")
+        h, w = images.processing_size(*image_size, long_side=config.resolution)
+        lh, lw = h // 8, w // 8
+        level = self._loss_level(config, (lh, lw))
+        ah, aw = lh >> level, lw >> level
+        guided = config.max_iter > 0 and config.cross_inject_at(0)
+        prepared = []
+        for region in regions:
+            mask = images.load_mask(region.mask, size=image_size)
+            coverage = float(mask.mean())
+            if coverage > MAX_MASK_COVERAGE:
+                raise ValueError(
+                    f"the mask covers {coverage:.0%} of the image; MAG-Edit changes a region, so "
+                    "mask only the object to edit"
+                )
+            attention_mask = images.mask_to_latent(mask, (ah, aw), device=self.device)
+            if attention_mask.sum() == 0:
+                raise ValueError(
+                    f"the mask is too small: it vanishes at the {ah}x{aw} attention resolution; "
+                    "paint a larger region (at least about 1/16 of the image side across)"
+                )
+            words, positions = prompts.edit_word_positions(
+                tok, source, target, region.words, guided=guided
+            )
+            prepared.append(
+                PreparedRegion(
+                    words=words,
+                    positions=positions,
+                    weight=float(region.weight),
+                    mask=mask,
+                    latent_mask=images.mask_to_latent(mask, (lh, lw), device=self.device),
+                    attention_mask=attention_mask.flatten(),
+                )
+            )
+        if negative_word:
+            negative_prompt = prompts.check_prompt(
+                tok, negative_prompt or source, what="negative prompt"
+            )
+            prompts.require_word(tok, negative_prompt, negative_word, what="negative prompt")
+        return prepared
+
     def _prepare(
         self,
         inversion: Inversion,
@@ -351,47 +415,16 @@ class MagEditPipeline:
         tok = self.tokenizer
         source = inversion.source_prompt
         target = prompts.check_prompt(tok, target_prompt, what="target prompt")
-        lh, lw = inversion.trajectory.shape[-2:]
-        level = self._loss_level(config, (lh, lw))
-        ah, aw = lh >> level, lw >> level
-        alphas = prompts.refinement_mapper(tok, source, target)[1]
-        prepared = []
-        for region in regions:
-            mask = images.load_mask(region.mask, size=inversion.original.shape[:2])
-            coverage = float(mask.mean())
-            if coverage > MAX_MASK_COVERAGE:
-                raise ValueError(
-                    f"the mask covers {coverage:.0%} of the image; MAG-Edit changes a region, so "
-                    "mask only the object to edit"
-                )
-            attention_mask = images.mask_to_latent(mask, (ah, aw), device=self.device)
-            if attention_mask.sum() == 0:
-                raise ValueError(
-                    f"the mask is too small: it vanishes at the {ah}x{aw} attention resolution; "
-                    "paint a larger region (at least about 1/16 of the image side across)"
-                )
-            words = list(region.words) if region.words else prompts.edit_words(tok, source, target)
-            positions = []
-            for word in words:
-                pos = prompts.require_word(tok, target, word, what="target prompt")
-                guided = config.max_iter > 0 and config.cross_inject_at(0)
-                if guided and all(alphas[p] > 0 for p in pos):
-                    raise ValueError(
-                        f"edit word {word!r} is in both prompts, so its attention is copied from "
-                        "the source image and guidance cannot change it; choose a word that is "
-                        "new in the target prompt"
-                    )
-                positions.append(pos)
-            prepared.append(
-                _PreparedRegion(
-                    words=words,
-                    positions=positions,
-                    weight=float(region.weight),
-                    mask=mask,
-                    latent_mask=images.mask_to_latent(mask, (lh, lw), device=self.device),
-                    attention_mask=attention_mask.flatten(),
-                )
-            )
+        prepared = self.check_edit(
+            inversion.original.shape[:2],
+            source,
+            target,
+            regions,
+            negative_word,
+            negative_prompt,
+            config,
+        )
+        level = self._loss_level(config, tuple(inversion.trajectory.shape[-2:]))
         # Eq. 9: the update is restricted to the union of the masks.
         update_mask = torch.stack([r.latent_mask for r in prepared]).amax(0)
         negative_emb = negative_positions = negative_mask = None

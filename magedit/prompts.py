@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -354,3 +355,33 @@ def edit_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> 
             "change the words that describe the edit"
         )
     return words
+
+
+def edit_word_positions(
+    tokenizer: PreTrainedTokenizerBase,
+    source: str,
+    target: str,
+    words: Sequence[str] | None = None,
+    *,
+    guided: bool = True,
+) -> tuple[list[str], list[list[int]]]:
+    """Choose and check the edit words of an edit: (words, positions of each in the target).
+
+    `words` None or empty picks the words the target adds (`edit_words`). Each word must be in
+    the target prompt. With `guided` (MAG runs while cross-attention is injected), each word must
+    hold at least one token that is new in the target: the maps of tokens shared with the source
+    are copied from the reconstruction branch, so guidance could not move them.
+    """
+    chosen = [w for w in (words or []) if w.strip()] or edit_words(tokenizer, source, target)
+    new = set(new_token_positions(tokenizer, source, target)) if guided else set()
+    positions = []
+    for word in chosen:
+        found = require_word(tokenizer, target, word, what="target prompt")
+        if guided and not new.intersection(found):
+            raise ValueError(
+                f"edit word '{word}' is in both prompts, so its attention is copied from the "
+                "photo and guidance cannot change it; choose a word that is new in the target "
+                "prompt"
+            )
+        positions.append(found)
+    return chosen, positions

@@ -196,3 +196,21 @@ def test_bad_input_is_refused_before_any_unet_work(tiny_pipe, photo, region, cha
             words=change.get("words"),
             config=edit_cfg,
         )
+
+
+def test_check_edit_needs_no_inversion(tiny_pipe, region):
+    cfg = config()
+    (checked,) = tiny_pipe.check_edit((H, W), SOURCE, TARGET, [Region(region)], config=cfg)
+    assert checked.words == ["green"] and checked.positions == [[5]]  # <start> a photo of a green
+    assert checked.latent_mask.shape == (1, 1, 24, 32) and checked.attention_mask.shape == (48,)
+    speck = np.zeros_like(region)
+    speck[10:12, 10:12] = True
+    with pytest.raises(ValueError, match="vanishes at the 6x8 attention resolution"):
+        tiny_pipe.check_edit((H, W), SOURCE, TARGET, [Region(speck)], config=cfg)
+    with pytest.raises(ValueError, match="'blue' is not in the negative prompt"):
+        tiny_pipe.check_edit((H, W), SOURCE, TARGET, [Region(region)], "blue", config=cfg)
+    # Without guidance a shared word is allowed (it only picks the attention map shown).
+    words = tiny_pipe.check_edit(
+        (H, W), SOURCE, TARGET, [Region(region, ["sofa"])], config=cfg.replace(max_iter=0)
+    )[0].words
+    assert words == ["sofa"]

@@ -1,0 +1,300 @@
+"""Speed and memory benchmark: invert + edit with the fast and the paper-literal reference path.
+
+Builds Stable Diffusion v1.4's UNet, VAE and text encoder *architectures* with random weights from
+the configs in ``magedit/data/sd-v1-4`` (no download), or a mid-size model for CPUs, and prints one
+JSON line per run, then one line of fast/reference ratios. Timings are figures to read, never
+assertions.
+
+On a GPU machine (about 3 minutes on an H100)::
+
+    python benchmarks/speed.py --size sd14 --device cuda
+    magedit speed --size sd14 --device cuda --inversion null_text,direct --flops
+
+On a CPU (the mid-size model at 256 x 256, fewer steps)::
+
+    python benchmarks/speed.py --size mid --steps 20 --iterations 5 --tau2 10 --inversion direct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+SOURCE = "a photo of a red sofa and a wooden table in a living room"
+TARGET = "a photo of a green sofa and a wooden table in a living room"
+
+MID_UNET = {
+    "block_out_channels": [64, 128, 256, 256],
+    "attention_head_dim": 4,
+    "cross_attention_dim": 128,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+}
+MID_VAE = {
+    "block_out_channels": [32, 64, 64, 64],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+}
+MID_TEXT = {
+    "vocab_size": 49408,
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 4,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+
+
+def sd14_config(name: str) -> dict[str, Any]:
+    """SD v1.4's config of ``unet``, ``vae`` or ``text_encoder`` (kept in the package)."""
+    text = resources.files("magedit").joinpath("data", "sd-v1-4", f"{name}.json").read_text()
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def build_components(size: str, device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Random-weight components: ``sd14`` (SD v1.4's architecture), ``mid`` or ``tiny``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from magedit.tiny import tiny_components
+    from magedit.tokenizer import clip_tokenizer
+
+    torch.manual_seed(seed)
+    if size == "tiny":
+        return tiny_components(seed)
+    if size == "sd14":
+        unet_cfg, vae_cfg, text_cfg = (sd14_config(n) for n in ("unet", "vae", "text_encoder"))
+    elif size == "mid":
+        unet_cfg, vae_cfg, text_cfg = MID_UNET, MID_VAE, MID_TEXT
+    else:
+        raise ValueError(f"unknown model size {size!r}; use sd14, mid or tiny")
+    with torch.device(device):  # initialise on the target device: seconds, not minutes
+        unet = UNet2DConditionModel.from_config(unet_cfg)
+        vae = AutoencoderKL.from_config(vae_cfg)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": clip_tokenizer()}
+
+
+def scene(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic photo (gradient + a dark box) and the box's mask."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 255 / width, y * 255 / height, 128 + 0 * x], -1).round().astype(np.uint8)
+    mask = np.zeros((height, width), bool)
+    mask[height // 3 : 2 * height // 3, width // 4 : 3 * width // 4] = True
+    image[mask] = (150, 30, 30)
+    return image, mask
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class FlopCount(TorchDispatchMode):
+    """Counts FLOPs of every op run inside, with ``torch.utils.flop_counter``'s formulas.
+
+    ``FlopCounterMode`` itself tracks modules with backward hooks that refuse
+    ``torch.autograd.grad`` on a leaf (what MAG's guidance calls), so the count is done here
+    without module tracking.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def mag_iteration_flops(pipe, inversion, mask, config) -> int:
+    """FLOPs (forward + backward) of one MAG iteration at the first guided step."""
+    from magedit.pipeline import Region
+
+    plan = pipe._prepare(inversion, TARGET, [Region(mask)], None, None, config)
+    t = plan.schedule.timesteps[0]
+    z = inversion.z_T.to(pipe.device)
+    pipe._reconstruct(inversion, plan, 0, t, z, inversion.uncond[:1].to(pipe.device))
+    objective = pipe._objective(plan, 0, t, z)
+    counter = FlopCount()
+    with counter, torch.enable_grad():
+        z_var = z.clone().requires_grad_(True)
+        loss, _ = objective(z_var)
+        torch.autograd.grad(loss, z_var)
+    return counter.flops
+
+
+def run_one(pipe, image, mask, config, *, flops: bool, reedit: bool) -> dict[str, Any]:
+    """Invert + edit (+ a re-edit reusing the cached inversion); seconds, FLOPs and memory."""
+    from magedit.pipeline import EditResult
+
+    device = pipe.device
+    pipe.cache.clear()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    record: dict[str, Any] = {}
+    _sync(device)
+    start = time.perf_counter()
+    inversion = pipe.invert(image, SOURCE, config=config)
+    _sync(device)
+    inverted = time.perf_counter()
+    result = None
+    for item in pipe.edit(inversion, TARGET, mask=mask, config=config):
+        if isinstance(item, EditResult):
+            result = item
+    _sync(device)
+    done = time.perf_counter()
+    record["seconds"] = {
+        "inversion": round(inverted - start, 3),
+        "editing": round(result.timings["editing"], 3),
+        "decode": round(result.timings["decode"], 3),
+        "total": round(done - start, 3),
+    }
+    if reedit:
+        _sync(device)
+        again = time.perf_counter()
+        cached = pipe.invert(image, SOURCE, config=config)
+        for _ in pipe.edit(cached, TARGET.replace("green", "blue"), mask=mask, config=config):
+            pass
+        _sync(device)
+        record["seconds"]["reedit_cached_inversion"] = round(time.perf_counter() - again, 3)
+    if device.type == "cuda":
+        record["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    if flops:
+        pipe.cache.clear()
+        with FlopCount() as inv_count:
+            inversion = pipe.invert(image, SOURCE, config=config)
+        with FlopCount() as edit_count:
+            for _ in pipe.edit(inversion, TARGET, mask=mask, config=config):
+                pass
+        record["flops"] = {
+            "inversion": inv_count.flops,
+            "editing": edit_count.flops,
+            "mag_iteration": mag_iteration_flops(pipe, inversion, mask, config),
+        }
+    return record
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="magedit speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--size", choices=["sd14", "mid", "tiny"], default="mid")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto"
+    )
+    parser.add_argument("--resolution", type=int, default=None, help="default: 512 sd14, 256 else")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument("--tau2", type=int, default=25)
+    parser.add_argument("--inversion", default="null_text,direct", help="comma-separated methods")
+    parser.add_argument("--paths", default="fast,reference", help="comma-separated: fast,reference")
+    parser.add_argument("--flops", action="store_true", help="also count FLOPs (an extra run)")
+    parser.add_argument("--no-reedit", action="store_true", help="skip the cached re-edit timing")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from magedit.config import EditConfig
+    from magedit.pipeline import MagEditPipeline, default_dtype
+
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    dtype = default_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)
+    resolution = args.resolution or (512 if args.size == "sd14" else 256)
+    built = time.perf_counter()
+    pipe = MagEditPipeline(
+        **build_components(args.size, device, args.seed),
+        device=device,
+        dtype=dtype,
+        model_id=f"random-{args.size}",
+    )
+    build_seconds = time.perf_counter() - built
+    image, mask = scene(resolution, resolution)
+    # Warm-up (kernel selection, allocator, lazy imports) so the first timed run is not penalised.
+    warm = EditConfig(inversion="direct", resolution=resolution).with_steps(2).replace(max_iter=1)
+    for reference in (False, True):
+        run_one(pipe, image, mask, warm.replace(reference=reference), flops=False, reedit=False)
+    common = {
+        "size": args.size,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "dtype": str(dtype).replace("torch.", ""),
+        "resolution": resolution,
+        "steps": args.steps,
+        "iterations": args.iterations,
+        "tau2": args.tau2,
+        "build_seconds": round(build_seconds, 2),
+    }
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    for method in args.inversion.split(","):
+        for path in args.paths.split(","):
+            base = EditConfig(inversion=method, resolution=resolution, seed=args.seed)
+            config = base.with_steps(args.steps).replace(
+                max_iter=args.iterations, tau2=args.tau2, reference=path == "reference"
+            )
+            record = {**common, "inversion": method, "path": path}
+            try:
+                record.update(
+                    run_one(
+                        pipe,
+                        image,
+                        mask,
+                        config,
+                        flops=args.flops,
+                        reedit=not args.no_reedit and path == "fast",
+                    )
+                )
+            except (RuntimeError, FloatingPointError) as error:
+                record["error"] = f"{type(error).__name__}: {error}"
+            results[(method, path)] = record
+            print(json.dumps(record), flush=True)
+    ratios = {}
+    for method in args.inversion.split(","):
+        fast, ref = results.get((method, "fast")), results.get((method, "reference"))
+        if not fast or not ref or "error" in fast or "error" in ref:
+            continue
+        entry = {
+            "editing_seconds": round(fast["seconds"]["editing"] / ref["seconds"]["editing"], 3)
+        }
+        if args.flops:
+            for key in ("editing", "mag_iteration"):
+                entry[f"{key}_flops"] = round(fast["flops"][key] / ref["flops"][key], 3)
+        ratios[method] = entry
+    print(json.dumps({**common, "fast_over_reference": ratios}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
