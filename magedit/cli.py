@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_edit(commands)
+    commands.add_parser(
+        "speed",
+        add_help=False,
+        help="speed and memory benchmark on random weights (JSON lines; `magedit speed --help`)",
+    )
     return parser
 
 
@@ -294,6 +299,11 @@ def _add_edit(commands) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``magedit`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["speed"]:
+        from magedit import speed  # its own parser: the benchmark's flags and --help
+
+        return speed.main(argv[1:])
     parser = build_parser()
     try:
         try:
