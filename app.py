@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from magedit import images, preview, prompts
-from magedit.config import PRESETS, EditConfig
+from magedit.config import PRESETS, SD14_MODEL, EditConfig, default_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from magedit.inversion import Inversion
     from magedit.pipeline import EditEvent, EditResult, MagEditPipeline
 
-FALLBACK_MODEL = "CompVis/stable-diffusion-v1-4"
 # Results are written here under generated names; the folder is served to the page (launch's
 # allowed_paths) and pruned to the newest MAX_OUTPUTS files.
 OUTPUT_DIR = Path(
@@ -832,10 +831,10 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_mutually_exclusive_group()
     model.add_argument(
         "--model",
-        default=os.environ.get("MAGEDIT_MODEL") or FALLBACK_MODEL,
+        default=default_model(),
         metavar="ID_OR_FOLDER",
         help="Hub id or local diffusers folder of an SD v1.x model "
-        f"(default: $MAGEDIT_MODEL or {FALLBACK_MODEL})",
+        f"(default: $MAGEDIT_MODEL or {SD14_MODEL})",
     )
     model.add_argument(
         "--tiny", action="store_true", help="random-weight offline demo: the results are noise"

@@ -9,6 +9,7 @@ with ``cross_replace_steps = 0.8``.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -18,6 +19,13 @@ InversionMethod = Literal["null_text", "direct", "ddim"]
 CONSTRAINTS: tuple[str, ...] = ("token_ratio", "spatial_ratio")
 INVERSION_METHODS: tuple[str, ...] = ("null_text", "direct", "ddim")
 PAPER_STEPS = 50
+# The paper's model (section 5.1). MAGEDIT_MODEL names another Hub id or a local folder.
+SD14_MODEL = "CompVis/stable-diffusion-v1-4"
+
+
+def default_model() -> str:
+    """The model to load when none is named: $MAGEDIT_MODEL, else SD v1.4."""
+    return os.environ.get("MAGEDIT_MODEL") or SD14_MODEL
 
 
 @dataclass(frozen=True)

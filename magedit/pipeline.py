@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import torch
 
 from magedit import images, prompts
 from magedit.attention import CallPlan, EarlyExit, install
-from magedit.config import EditConfig
+from magedit.config import EditConfig, default_model
 from magedit.guidance import dilate, guide, latent_blend, step_size
 from magedit.inversion import (
     DDIMSchedule,
@@ -31,7 +30,6 @@ from magedit.inversion import (
 from magedit.losses import constraint_loss, in_mask_ratio, multi_region_loss, with_negative
 from magedit.preview import latents_to_rgb, normalize_map
 
-DEFAULT_MODEL = os.environ.get("MAGEDIT_MODEL", "CompVis/stable-diffusion-v1-4")
 # Masks covering more than this share of the image are refused: MAG-Edit edits a region.
 MAX_MASK_COVERAGE = 0.99
 
@@ -172,12 +170,14 @@ class MagEditPipeline:
     @classmethod
     def from_pretrained(
         cls,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> MagEditPipeline:
-        """Load SD v1.x from the Hub (cached by huggingface_hub) or a local diffusers folder."""
+        """Load SD v1.x from the Hub (cached by huggingface_hub) or a local diffusers folder;
+        ``model`` None is ``$MAGEDIT_MODEL`` or SD v1.4."""
+        model = model or default_model()
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
