@@ -20,6 +20,7 @@ from magedit import images, prompts
 from magedit.attention import CallPlan, EarlyExit, install
 from magedit.config import EditConfig, default_model
 from magedit.guidance import dilate, guide, latent_blend, step_size
+from magedit.images import MAX_MASK_COVERAGE
 from magedit.inversion import (
     DDIMSchedule,
     Inversion,
@@ -29,9 +30,6 @@ from magedit.inversion import (
 )
 from magedit.losses import constraint_loss, in_mask_ratio, multi_region_loss, with_negative
 from magedit.preview import latents_to_rgb, normalize_map
-
-# Masks covering more than this share of the image are refused: MAG-Edit edits a region.
-MAX_MASK_COVERAGE = 0.99
 
 
 @dataclass
@@ -92,6 +90,8 @@ class EditResult:
 
 @dataclass
 class PreparedRegion:
+    """An edit region checked and ready: its words, their token positions, and its masks."""
+
     words: list[str]
     positions: list[list[int]]
     weight: float

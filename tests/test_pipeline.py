@@ -214,3 +214,26 @@ def test_check_edit_needs_no_inversion(tiny_pipe, region):
         (H, W), SOURCE, TARGET, [Region(region, ["sofa"])], config=cfg.replace(max_iter=0)
     )[0].words
     assert words == ["sofa"]
+
+
+def test_nan_latents_stop_the_edit_with_a_readable_error(tiny_pipe, photo, region, monkeypatch):
+    cfg = config(inversion="ddim", max_iter=0)
+    inversion = tiny_pipe.invert(photo, SOURCE, config=cfg)
+    real_eps = tiny_pipe._eps
+    calls = []
+
+    def eps_with_nan(latents, t, emb):
+        calls.append(t)
+        out = real_eps(latents, t, emb)
+        # Two UNet calls per step (reconstruction, edit): from step 4 on the UNet returns NaN.
+        return out * float("nan") if len(calls) > 6 else out
+
+    monkeypatch.setattr(tiny_pipe, "_eps", eps_with_nan)
+    events = tiny_pipe.edit(inversion, TARGET, mask=region, config=cfg)
+    with pytest.raises(FloatingPointError, match="became NaN or infinite at step 4"):
+        for _ in events:
+            pass
+    monkeypatch.undo()
+    # The pipeline is usable again: the next edit completes.
+    *_, result = tiny_pipe.edit(inversion, TARGET, mask=region, config=cfg)
+    assert np.isfinite(result.latents.numpy()).all()
