@@ -37,6 +37,8 @@ SizeCheck = Callable[[Image.Image], None]
 MIN_SIDE = 64
 MAX_PIXELS = 16_000_000
 MAX_ASPECT = 4.0
+# Masks covering more than this share of the image are refused: MAG-Edit edits a region.
+MAX_MASK_COVERAGE = 0.99
 
 # What PIL raises for a file it cannot decode: truncated data (OSError), a broken header
 # (SyntaxError, struct errors surface as ValueError), a cut-off stream (EOFError) or a corrupt
