@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Union
 
@@ -380,6 +380,142 @@ def composite(
 
 
 # ----------------------------------------------------------------------------------------------
+# Mask tools: refine the masks that clicks give. Each takes and returns HxW bool masks.
+
+
+def mask_union(*masks: np.ndarray) -> np.ndarray:
+    """Pixels inside any of the masks (several clicked regions edited as one). A new array."""
+    if not masks:
+        raise ValueError("mask_union needs at least one mask")
+    _check_same_shape(masks)
+    out = masks[0].copy()
+    for mask in masks[1:]:
+        out |= mask
+    return out
+
+
+def mask_subtract(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` that are not in ``other`` (a region clicked away). A new array."""
+    _check_same_shape((mask, other))
+    return mask & ~other
+
+
+def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow (pixels > 0) or shrink (pixels < 0) a mask by that many pixels: ``dilate`` by a disk."""
+    return dilate(mask, pixels)
+
+
+def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
+    """Fill the holes of a mask that hold at most ``max_area`` pixels (None: every hole).
+
+    A hole is a 4-connected region outside the mask that does not touch the image's border.
+    (4-connected holes pair with the 8-connected objects of ``remove_specks``: a diagonal chain of
+    mask pixels closes a hole.) Runs in a fraction of a second on a 4000 x 3000 mask.
+    """
+    _check_mask_array(mask)
+    if max_area is not None and max_area < 0:
+        raise ValueError(f"max_area is {max_area}; use 0 or more pixels, or None for every hole")
+    height, width = mask.shape
+    rows, starts, ends = _runs(~mask)
+    labels, count = _label_runs(rows, starts, ends, diagonal=False)
+    area = np.bincount(labels, weights=ends - starts, minlength=count)
+    on_border = (rows == 0) | (rows == height - 1) | (starts == 0) | (ends == width)
+    open_region = np.zeros(count, bool)
+    open_region[labels[on_border]] = True
+    hole = ~open_region[labels]
+    if max_area is not None:
+        hole &= area[labels] <= max_area
+    return mask | _paint_runs(mask.shape, rows[hole], starts[hole], ends[hole])
+
+
+def remove_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """Drop the 8-connected parts of a mask smaller than ``min_area`` pixels.
+
+    Runs in a fraction of a second on a 4000 x 3000 mask.
+    """
+    _check_mask_array(mask)
+    if min_area < 0:
+        raise ValueError(f"min_area is {min_area}; use 0 or more pixels")
+    rows, starts, ends = _runs(mask)
+    labels, count = _label_runs(rows, starts, ends, diagonal=True)
+    area = np.bincount(labels, weights=ends - starts, minlength=count)
+    keep = area[labels] >= min_area
+    return _paint_runs(mask.shape, rows[keep], starts[keep], ends[keep])
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The mask's bounding box ``(x0, y0, x1, y1)`` in pixels, PIL's convention: x0, y0 are the
+    first column and row inside, x1, y1 one past the last (width = x1 - x0).
+
+    Raises:
+        ValueError: the mask is empty.
+    """
+    _check_mask_array(mask)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        raise ValueError("the mask is empty, so it has no bounding box; click or paint a region")
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def check_mask_coverage(mask: np.ndarray) -> float:
+    """The share of the image the mask covers, in [0, 1].
+
+    Raises:
+        ValueError: the mask is empty, or covers more than ``MAX_MASK_COVERAGE`` of the image.
+    """
+    _check_mask_array(mask)
+    coverage = float(mask.mean())
+    if coverage == 0:
+        raise ValueError("the mask is empty: no pixel is marked; paint or click the region to edit")
+    if coverage > MAX_MASK_COVERAGE:
+        raise ValueError(
+            f"the mask covers {coverage:.1%} of the image; MAG-Edit changes a region, so mask "
+            "only the object to edit"
+        )
+    return coverage
+
+
+def mask_overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    color: tuple[int, int, int] = (255, 64, 64),
+    alpha: float = 0.45,
+    outline: int = 2,
+) -> np.ndarray:
+    """The image with the mask tinted in ``color`` and outlined, for display.
+
+    Inside the mask each pixel is ``round((1 - alpha) * pixel + alpha * color)``; the mask's
+    inner band of ``outline`` pixels (``mask & ~dilate(mask, -outline)``) is ``color`` itself, so
+    the outline never covers pixels outside the mask (nor runs along the image's border). Pixels
+    outside the mask are the image's.
+
+    Returns:
+        A new HWC ``uint8`` array of the image's shape.
+    """
+    _check_image_array(image, "image")
+    _check_mask_array(mask)
+    if mask.shape != image.shape[:2]:
+        raise ValueError(
+            f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels but the image is "
+            f"{image.shape[1]}x{image.shape[0]}; pass the mask made for this image"
+        )
+    if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+        raise ValueError(f"color is {color}; pass (red, green, blue) with values in [0, 255]")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha is {alpha}; use a value in [0, 1]")
+    if outline < 0:
+        raise ValueError(f"outline is {outline}; use 0 or more pixels")
+    out = image.copy()
+    tint = np.asarray(color, np.float32)
+    inside = image[mask].astype(np.float32)
+    out[mask] = np.rint(inside * (1 - alpha) + tint * alpha).astype(np.uint8)
+    if outline > 0:
+        out[mask & ~dilate(mask, -outline)] = np.asarray(color, np.uint8)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Helpers
 
 
@@ -631,3 +767,80 @@ def _check_size_arg(size: tuple[int, int]) -> tuple[int, int]:
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size is {size}; pass (height, width) in pixels, both at least 1")
     return int(size[0]), int(size[1])
+
+
+def _check_same_shape(masks: Sequence[np.ndarray]) -> None:
+    for mask in masks:
+        _check_mask_array(mask)
+    shapes = {mask.shape for mask in masks}
+    if len(shapes) > 1:
+        sizes = ", ".join(f"{w}x{h}" for h, w in sorted(shapes))
+        raise ValueError(f"the masks have different sizes ({sizes}); pass masks of one image")
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The horizontal runs of True pixels in row-major order: (row, start, end), end exclusive."""
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), np.int8)
+    padded[:, 1:-1] = mask
+    # +1 at the column where a run starts, -1 at the column one past its end.
+    rows, cols = np.nonzero(np.diff(padded, axis=1))  # each row alternates start, end
+    return rows[0::2], cols[0::2], cols[1::2]
+
+
+def _label_runs(
+    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, diagonal: bool
+) -> tuple[np.ndarray, int]:
+    """Connected components of runs (from ``_runs``): a label in [0, count) per run, and count.
+
+    Runs of consecutive rows are joined when they share a column (or, with ``diagonal``, touch
+    at a corner). The runs of the next row that meet a run form a contiguous slice of the sorted
+    run list, found with two binary searches; the union-find is vectorised: every root hooks onto
+    the smallest root it is joined to, then pointers are jumped to their roots, until each edge
+    joins runs of one root (about log2(runs) rounds).
+    """
+    n = len(rows)
+    if n == 0:
+        return np.zeros(0, np.int64), 0
+    reach = 1 if diagonal else 0
+    stride = int(ends.max()) + 2  # a row's keys stay below the next row's, even +- reach
+    start_keys = rows * stride + starts
+    end_keys = rows * stride + ends
+    next_row = (rows + 1) * stride
+    # Runs j of the next row meeting run i: end_j > start_i - reach and start_j < end_i + reach.
+    first = np.searchsorted(end_keys, next_row + starts - reach, side="right")
+    stop = np.searchsorted(start_keys, next_row + ends + reach, side="left")
+    count = np.maximum(stop - first, 0)
+    a = np.repeat(np.arange(n), count)
+    b = (
+        np.repeat(first, count)
+        + np.arange(count.sum())
+        - np.repeat(np.cumsum(count) - count, count)
+    )
+
+    parent = np.arange(n)
+    while True:
+        root_a, root_b = parent[a], parent[b]
+        apart = root_a != root_b
+        if not apart.any():
+            break
+        root_a, root_b = root_a[apart], root_b[apart]
+        np.minimum.at(parent, np.maximum(root_a, root_b), np.minimum(root_a, root_b))
+        while True:  # parent[x] <= x always, so this ends with every pointer on a root
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    _, labels = np.unique(parent, return_inverse=True)
+    return labels.reshape(-1), int(labels.max()) + 1
+
+
+def _paint_runs(
+    shape: tuple[int, int], rows: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """An HxW bool mask holding the given disjoint runs (maximal runs of one mask, or a subset)."""
+    height, width = shape
+    steps = np.zeros((height, width + 1), np.int8)
+    steps[rows, starts] = 1
+    steps[rows, ends] = -1  # runs of one mask never end where another starts
+    return np.cumsum(steps, axis=1, dtype=np.int8)[:, :width].astype(bool)
