@@ -1,7 +1,10 @@
-"""The command line: ``magedit edit`` makes one localized edit of a photo.
+"""The command line: ``magedit edit`` makes one localized edit of a photo; ``magedit segment``
+makes a mask from clicks with Segment Anything.
 
     magedit edit --image room.jpg --mask sofa.png --source "a room with a red sofa" \\
         --target "a room with a green sofa" --out green.png
+    magedit segment --image room.jpg --point 320,240 --negative 40,30 --out sofa.png
+    magedit edit --image room.jpg --point 320,240 --source ... --target ... --out green.png
 
 Nothing heavy is imported here: torch, diffusers and the pipeline load inside the command
 functions, so ``magedit --help`` answers at once. Bad input ends in one line
@@ -14,6 +17,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from magedit.pipeline import MagEditPipeline
+    from magedit.segment import MaskCandidate, Segmenter
 
 PROG = "magedit"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -43,6 +48,9 @@ SAVE_OPTIONS: dict[str, dict[str, Any]] = {
     "WEBP": {"lossless": True},
 }
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# segment.MODEL_TYPES and segment.DEFAULT_MODEL_TYPE (not imported here: segment imports torch).
+SAM_MODELS = ("vit_b", "vit_l", "vit_h")
+DEFAULT_SAM_MODEL = "vit_b"
 # The EditConfig field each tuning flag sets (``--steps`` is applied apart, through with_steps).
 FLAG_OF_FIELD = {
     "max_iter": "--iterations",
@@ -89,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_edit(commands)
+    _add_segment(commands)
     commands.add_parser(
         "speed",
         add_help=False,
@@ -115,9 +124,8 @@ def _add_edit(commands) -> None:
     )
     io_group.add_argument(
         "--mask",
-        required=True,
         metavar="IMG",
-        help="the region to edit: an image, non-black pixels are inside",
+        help="the region to edit: an image, non-black pixels are inside (or give --point/--box)",
     )
     io_group.add_argument(
         "--source", required=True, metavar="TEXT", help="a prompt describing the photo"
@@ -145,6 +153,11 @@ def _add_edit(commands) -> None:
         help="write a JSON record of the run (config, prompts, losses, timings)",
     )
     io_group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    clicks = edit.add_argument_group(
+        "region from clicks, instead of --mask (Segment Anything; pixels from the top-left corner)"
+    )
+    _add_clicks(clicks)
 
     words = edit.add_argument_group("words")
     words.add_argument(
@@ -285,12 +298,133 @@ def _add_edit(commands) -> None:
     model.add_argument(
         "--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)"
     )
+    _add_sam_model(model)
     model.add_argument(
         "--dtype",
         choices=DTYPES,
         default="auto",
         help="weights' dtype; auto is bfloat16 on recent CUDA GPUs (float16 on older ones), float32 elsewhere",
     )
+
+
+def _add_segment(commands) -> None:
+    segment = commands.add_parser(
+        "segment",
+        help="make a mask from clicks on a photo with Segment Anything",
+        description=(
+            "Make a mask from clicks (and/or a box) on a photo with Segment Anything: white inside, "
+            "black outside, the photo's size. Prints SAM's candidate masks with their scores, "
+            "best first; --candidate picks another."
+        ),
+    )
+    segment.set_defaults(func=run_segment)
+
+    io_group = segment.add_argument_group("input and output")
+    io_group.add_argument("--image", required=True, metavar="IMG", help="the photo to segment")
+    io_group.add_argument(
+        "--out", required=True, metavar="PATH", help="where to write the mask (.png or .webp)"
+    )
+    io_group.add_argument(
+        "--overlay",
+        metavar="PATH",
+        help="also write the photo with the mask tinted and outlined, to check it",
+    )
+
+    clicks = segment.add_argument_group("prompts (pixels from the image's top-left corner)")
+    _add_clicks(clicks)
+
+    refine = segment.add_argument_group("refine the mask (in this order)")
+    refine.add_argument(
+        "--remove-specks",
+        type=int,
+        default=0,
+        metavar="AREA",
+        help="drop the mask's parts smaller than AREA pixels",
+    )
+    refine.add_argument(
+        "--fill-holes",
+        type=int,
+        default=0,
+        metavar="AREA",
+        help="fill the mask's holes of at most AREA pixels",
+    )
+    refine.add_argument(
+        "--grow",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="grow the mask by PX pixels (negative: shrink it)",
+    )
+
+    model = segment.add_argument_group("model")
+    source = model.add_mutually_exclusive_group()
+    _add_sam_model(model, source)
+    source.add_argument(
+        "--tiny", action="store_true", help="a random-weight offline SAM: the mask is noise"
+    )
+    model.add_argument(
+        "--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)"
+    )
+
+
+def _add_clicks(group) -> None:
+    group.add_argument(
+        "--point",
+        action="append",
+        type=_point,
+        metavar="X,Y",
+        help="a click on the object (repeat for more points)",
+    )
+    group.add_argument(
+        "--negative",
+        action="append",
+        type=_point,
+        metavar="X,Y",
+        help="a click on what is not part of the object, e.g. the background (repeatable)",
+    )
+    group.add_argument(
+        "--box", type=_box, metavar="X0,Y0,X1,Y1", help="a box around the object (corners)"
+    )
+    group.add_argument(
+        "--candidate",
+        type=int,
+        default=1,
+        metavar="N",
+        help="which of Segment Anything's masks to use, best first (1 to 3; default 1)",
+    )
+
+
+def _add_sam_model(group, checkpoint_group=None) -> None:
+    group.add_argument(
+        "--sam-model",
+        choices=SAM_MODELS,
+        default=DEFAULT_SAM_MODEL,
+        help=f"Segment Anything model (default: {DEFAULT_SAM_MODEL})",
+    )
+    (checkpoint_group or group).add_argument(
+        "--sam-checkpoint",
+        metavar="PATH",
+        help="a local SAM checkpoint, Meta's .pth for --sam-model (default: "
+        "$MAGEDIT_SAM_CHECKPOINT, else downloaded once from the Hugging Face Hub)",
+    )
+
+
+def _numbers(text: str, count: int, form: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}' is not {form}")
+    return values
+
+
+def _point(text: str) -> tuple[float, ...]:
+    return _numbers(text, 2, "X,Y (two numbers in pixels, e.g. 120,80)")
+
+
+def _box(text: str) -> tuple[float, ...]:
+    return _numbers(text, 4, "X0,Y0,X1,Y1 (four numbers in pixels, e.g. 10,20,200,180)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,9 +494,47 @@ def run_edit(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} and --out name the same file '{args.out}'")
     if args.negative_prompt is not None and not args.negative_word:
         raise UsageError("--negative-prompt needs --negative-word (the word it holds)")
+    clicked = bool(args.point or args.negative or args.box)
+    if args.mask is not None and clicked:
+        raise UsageError(
+            "give the region either as --mask or as --point/--negative/--box clicks for Segment "
+            "Anything, not both"
+        )
+    if args.mask is None and not clicked:
+        raise UsageError(
+            "give the region to edit: --mask IMG, or --point X,Y (and/or --box X0,Y0,X1,Y1) for "
+            "Segment Anything to find it"
+        )
+    if args.tiny and args.sam_checkpoint:
+        raise UsageError(
+            "--sam-checkpoint does not go with --tiny (random weights for every model)"
+        )
     config = build_config(args)
     image = images.load_image(_input_path(args.image, "--image"))
-    mask = images.load_mask(_input_path(args.mask, "--mask"), size=image.shape[:2])
+    segmented = None
+    if args.mask is not None:
+        mask = images.load_mask(_input_path(args.mask, "--mask"), size=image.shape[:2])
+    else:
+        points, labels = _check_clicks(args, image.shape[:2])
+        _quiet_libraries()
+        candidates = segment_image(args, image, points, labels, args.dtype)
+        chosen = candidates[args.candidate - 1]
+        mask = chosen.mask
+        segmented = {
+            "points": args.point,
+            "negative": args.negative,
+            "box": args.box,
+            "sam_model": "tiny" if args.tiny else args.sam_model,
+            "candidate": args.candidate,
+            "score": chosen.score,
+            "coverage": chosen.coverage,
+        }
+        if not args.quiet:
+            print(
+                f"{PROG}: Segment Anything mask {args.candidate} of {len(candidates)}: score "
+                f"{chosen.score:.3f}, covers {chosen.coverage:.1%} of the image",
+                file=sys.stderr,
+            )
 
     # 2. Load the model (cached per process) and check the prompts and words with its tokenizer.
     _quiet_libraries()
@@ -443,12 +615,134 @@ def run_edit(args: argparse.Namespace) -> int:
         "total": time.perf_counter() - start,
     }
     if log is not None:
-        record = _log_record(args, pipe, result, denoise, timings, out, raw)
+        record = _log_record(args, pipe, result, denoise, timings, out, raw, segmented)
         write_bytes(log, (json.dumps(record, indent=2) + "\n").encode())
     cached = " (inversion cached)" if result.inversion_cached else ""
     spent = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
     print(f"{out}  {spent}{cached}")
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+# magedit segment
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """``magedit segment``: clicks and/or a box -> SAM's masks -> the chosen one, refined, as PNG."""
+    from magedit import images
+
+    # 1. Check inputs that need no model: paths, numbers, the image, the clicks.
+    out = _output_path(args.out, "--out")
+    if IMAGE_FORMATS[out.suffix.lower()] == "JPEG":
+        raise UsageError(
+            f"--out '{args.out}': write the mask as .png or .webp (JPEG's artefacts would mark "
+            "pixels outside it)"
+        )
+    overlay = _output_path(args.overlay, "--overlay") if args.overlay else None
+    if overlay is not None and overlay.resolve() == out.resolve():
+        raise UsageError(f"--overlay and --out name the same file '{args.out}'")
+    for flag, value in (("--remove-specks", args.remove_specks), ("--fill-holes", args.fill_holes)):
+        if value < 0:
+            raise UsageError(f"{flag} is {value}; give an area of 0 or more pixels")
+    image = images.load_image(_input_path(args.image, "--image"))
+    points, labels = _check_clicks(args, image.shape[:2])
+
+    # 2. Segment (the model is cached per process), pick the candidate.
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+    candidates = segment_image(args, image, points, labels, "auto")
+    mask = candidates[args.candidate - 1].mask
+
+    # 3. Refine: specks, then holes, then grow or shrink; the result must still be a region.
+    if args.remove_specks:
+        mask = images.remove_specks(mask, args.remove_specks)
+    if args.fill_holes:
+        mask = images.fill_holes(mask, args.fill_holes)
+    if args.grow:
+        mask = images.grow(mask, args.grow)
+    coverage = images.check_mask_coverage(mask)
+
+    # 4. Write the mask (white on black, the image's size) and the overlay, each atomically.
+    write_image(out, mask.astype("uint8") * 255)
+    if overlay is not None:
+        write_image(overlay, images.mask_overlay(image, mask))
+    if args.tiny:
+        print(
+            f"{PROG}: warning: --tiny uses a random, untrained SAM; the mask is noise",
+            file=sys.stderr,
+        )
+    for number, candidate in enumerate(candidates, 1):
+        chosen = "  <- written" if number == args.candidate else ""
+        print(
+            f"candidate {number}: score {candidate.score:.3f}, covers {candidate.coverage:.1%} "
+            f"of the image{chosen}"
+        )
+    print(f"{out}  {mask.shape[1]}x{mask.shape[0]}, covers {coverage:.1%} of the image")
+    return EXIT_OK
+
+
+def _check_clicks(
+    args: argparse.Namespace, size: tuple[int, int]
+) -> tuple[list[tuple[float, ...]] | None, list[int] | None]:
+    """The clicks as SAM's points and labels (1 on the object, 0 off it), checked against the
+    image's (H, W) before any model is loaded."""
+    from magedit.segment import check_prompts
+
+    positive, negative = args.point or [], args.negative or []
+    if not positive and args.box is None:
+        raise UsageError(
+            "give at least one --point X,Y on the object, or a --box X0,Y0,X1,Y1 around it "
+            "(--negative points only say what is not part of it)"
+        )
+    if not 1 <= args.candidate <= 3:
+        raise UsageError(f"--candidate is {args.candidate}; pick one of Segment Anything's 3 masks")
+    points = positive + negative or None
+    labels = [1] * len(positive) + [0] * len(negative) or None
+    check_prompts(points, labels, args.box, size)
+    return points, labels
+
+
+def segment_image(
+    args: argparse.Namespace,
+    image: np.ndarray,
+    points: list[tuple[float, ...]] | None,
+    labels: list[int] | None,
+    dtype: str,
+) -> list[MaskCandidate]:
+    """SAM's usable masks for the clicks, best first; ``--candidate`` must name one of them."""
+    segmenter = load_segmenter(args.sam_model, args.sam_checkpoint, args.device, dtype, args.tiny)
+    candidates = segmenter.predict(image, points=points, labels=labels, box=args.box)
+    if args.candidate > len(candidates):
+        raise UsageError(
+            f"--candidate {args.candidate}: Segment Anything gave {len(candidates)} usable "
+            f"mask(s) for these clicks; pick 1 to {len(candidates)}"
+        )
+    return candidates
+
+
+@functools.lru_cache(maxsize=2)
+def load_segmenter(
+    model_type: str, checkpoint: str | None, device: str | None, dtype: str, tiny: bool
+) -> Segmenter:
+    """Build Segment Anything once per process for these settings.
+
+    Raises FileNotFoundError / ValueError with the way out (``--sam-checkpoint`` or ``--tiny``)
+    when the checkpoint cannot be found or downloaded.
+    """
+    import torch
+
+    from magedit.segment import Segmenter
+
+    torch_device = _torch_device(device)
+    if tiny:
+        return Segmenter.tiny(device=torch_device)
+    torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
+    return Segmenter.from_pretrained(model_type, checkpoint, device=torch_device, dtype=torch_dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
 
 
 def build_config(args: argparse.Namespace) -> EditConfig:
@@ -625,12 +919,15 @@ def _umask() -> int:
     return mask
 
 
-def _log_record(args, pipe, result, denoise, timings, out: Path, raw: Path | None) -> dict:
+def _log_record(
+    args, pipe, result, denoise, timings, out: Path, raw: Path | None, segmented: dict | None
+) -> dict:
     return {
         "magedit": __version__,
         "command": "edit",
         "image": str(Path(args.image).resolve()),
-        "mask": str(Path(args.mask).resolve()),
+        "mask": None if args.mask is None else str(Path(args.mask).resolve()),
+        "segment": segmented,  # the clicks and SAM's mask when the region came from clicks
         "out": str(out.resolve()),
         "raw": None if raw is None else str(raw.resolve()),
         "model": pipe.model_id,

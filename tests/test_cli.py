@@ -200,7 +200,8 @@ def test_output_extension_is_checked_before_any_work(name, files, tmp_path, caps
 def test_missing_arguments_are_one_line(capsys):
     assert cli.main(["edit", "--image", "x.png"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "required: --mask, --source, --target, --out" in err
+    # --mask is not required: the region may come from --point/--box clicks instead.
+    assert err.count("\n") == 1 and "required: --source, --target, --out" in err
     assert cli.main([]) == 2
     assert capsys.readouterr().err.startswith("magedit: error: ")
 
@@ -237,3 +238,145 @@ def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
     cli.write_image(path, scene(64, 64))
     assert np.array_equal(np.asarray(Image.open(path)), scene(64, 64))
+
+
+# ----------------------------------------------------------------------------------------------
+# magedit segment, and clicks instead of --mask on edit (tiny SAM)
+
+POINT = ["--point", "160,120"]  # the centre of the scene's dark rectangle (the "sofa")
+
+
+def segment_args(files, out, *extra):
+    return ["segment", "--tiny", "--image", str(files / "photo.png"), "--out", str(out), *extra]
+
+
+def without_mask(args):
+    at = args.index("--mask")
+    return args[:at] + args[at + 2 :]
+
+
+def tiny_candidates(points, labels, box=None):
+    from magedit.segment import Segmenter
+
+    return Segmenter.tiny().predict(scene(H, W), points=points, labels=labels, box=box)
+
+
+def test_segment_writes_a_mask_of_the_image_size(files, tmp_path, capsys):
+    out, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
+    args = segment_args(files, out, *POINT, "--negative", "10,10", "--overlay", str(overlay))
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+
+    written = np.asarray(Image.open(out))
+    assert written.shape == (H, W) and written.dtype == np.uint8
+    assert set(np.unique(written).tolist()) == {0, 255}
+    candidates = tiny_candidates([(160, 120), (10, 10)], [1, 0])
+    np.testing.assert_array_equal(written == 255, candidates[0].mask)
+    expected_overlay = images.mask_overlay(scene(H, W), candidates[0].mask)
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay)), expected_overlay)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "overlay.png"]
+
+    lines = captured.out.splitlines()
+    assert len(lines) == len(candidates) + 1
+    assert lines[0] == (
+        f"candidate 1: score {candidates[0].score:.3f}, covers {candidates[0].coverage:.1%} "
+        "of the image  <- written"
+    )
+    assert lines[-1].startswith(f"{out}  320x240, covers ")
+    assert "random, untrained SAM" in captured.err
+
+
+def test_segment_candidate_and_refinements(files, tmp_path, capsys):
+    candidates = tiny_candidates([(160, 120)], [1])
+    assert len(candidates) >= 2
+    out = tmp_path / "mask.webp"
+    args = ["--candidate", "2", "--remove-specks", "30", "--fill-holes", "30", "--grow", "3"]
+    assert cli.main(segment_args(files, out, *POINT, *args)) == 0, capsys.readouterr().err
+    expected = images.remove_specks(candidates[1].mask, 30)
+    expected = images.grow(images.fill_holes(expected, 30), 3)
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("L")) == 255, expected)
+    assert "<- written" in capsys.readouterr().out.splitlines()[1]
+
+
+def test_edit_takes_clicks_instead_of_a_mask(files, tmp_path, capsys):
+    out, log = tmp_path / "out.png", tmp_path / "run.json"
+    args = without_mask(edit_args(files, out, *POINT, "--box", "60,60,260,180", "--log", str(log)))
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    best = tiny_candidates([(160, 120)], [1], box=(60, 60, 260, 180))[0]
+    assert "Segment Anything mask 1 of " in captured.err
+    assert f"score {best.score:.3f}, covers {best.coverage:.1%} of the image" in captured.err
+
+    photo, result = scene(H, W), np.asarray(Image.open(out))
+    band = images.dilate(best.mask, max(2, round(0.01 * max(H, W))))
+    assert result.shape == photo.shape and np.array_equal(result[~band], photo[~band])
+    record = json.loads(log.read_text())
+    assert record["mask"] is None
+    assert record["segment"] == {
+        "points": [[160.0, 120.0]],
+        "negative": None,
+        "box": [60.0, 60.0, 260.0, 180.0],
+        "sam_model": "tiny",
+        "candidate": 1,
+        "score": best.score,
+        "coverage": best.coverage,
+    }
+
+
+BAD_CLICKS = {
+    "mask and point": (edit_args, True, POINT, "either as --mask or as --point"),
+    "neither": (edit_args, False, [], "give the region to edit: --mask IMG, or --point X,Y"),
+    "outside": (edit_args, False, ["--point", "320,10"], "(320, 10) is outside the 320x240 image"),
+    "not x,y": (edit_args, False, ["--point", "3;4"], "argument --point: '3;4' is not X,Y"),
+    "negatives only": (edit_args, False, ["--negative", "5,5"], "at least one --point X,Y on"),
+    "candidate": (edit_args, False, [*POINT, "--candidate", "4"], "--candidate is 4; pick one"),
+    "tiny + checkpoint": (
+        edit_args,
+        False,
+        [*POINT, "--sam-checkpoint", "s.pth"],
+        "not go with --tiny",
+    ),
+    "box inverted": (segment_args, False, ["--box", "100,100,50,50"], "x0 < x1 and y0 < y1"),
+    "box format": (segment_args, False, ["--box", "1,2,3"], "'1,2,3' is not X0,Y0,X1,Y1"),
+    "jpeg mask": (segment_args, False, [*POINT, "--out", "{tmp}/m.jpg"], "as .png or .webp"),
+    "specks": (segment_args, False, [*POINT, "--remove-specks", "-1"], "--remove-specks is -1"),
+    "no point": (segment_args, False, [], "give at least one --point X,Y on the object"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CLICKS))
+def test_bad_clicks_are_one_error_line_and_exit_2(case, files, tmp_path, capsys):
+    make, keep_mask, extra, message = BAD_CLICKS[case]
+    extra = [arg.replace("{tmp}", str(tmp_path)) for arg in extra]
+    args = make(files, tmp_path / "out.png", "--quiet")
+    if make is edit_args and not keep_mask:
+        args = without_mask(args)
+    if make is segment_args:
+        args.remove("--quiet")
+    assert cli.main(args + extra) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("magedit: error: ") and captured.err.count("\n") == 1
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_sam_checkpoint_points_to_the_flag_and_tiny(files, tmp_path, capsys):
+    args = segment_args(files, tmp_path / "m.png", *POINT, "--sam-checkpoint", "/no/sam.pth")
+    args.remove("--tiny")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no SAM checkpoint at '/no/sam.pth'" in err
+    assert "--sam-checkpoint" in err and "--tiny" in err and list(tmp_path.iterdir()) == []
+
+
+def test_segment_help_lists_the_prompts(capsys):
+    assert cli.main(["segment", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--point X,Y", "--negative X,Y", "--box X0,Y0,X1,Y1", "--candidate N", "--tiny"):
+        assert flag in text
+    from magedit import segment
+
+    assert cli.SAM_MODELS == segment.MODEL_TYPES
+    assert cli.DEFAULT_SAM_MODEL == segment.DEFAULT_MODEL_TYPE
