@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from magedit import __version__
-from magedit.config import CONSTRAINTS, INVERSION_METHODS, PRESETS, EditConfig
+from magedit.config import (
+    CONSTRAINTS,
+    INVERSION_METHODS,
+    PRESETS,
+    SD14_MODEL,
+    EditConfig,
+    default_model,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,7 +45,6 @@ if TYPE_CHECKING:
 
 PROG = "magedit"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-FALLBACK_MODEL = "CompVis/stable-diffusion-v1-4"
 # Output formats by extension. WebP is written lossless so that, as with PNG, the pixels outside
 # the mask stay the original's; JPEG cannot promise that.
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -290,7 +296,7 @@ def _add_edit(commands) -> None:
         "--model",
         metavar="ID_OR_FOLDER",
         help="Hub id or local diffusers folder of an SD v1.x model "
-        f"(default: $MAGEDIT_MODEL or {FALLBACK_MODEL})",
+        f"(default: $MAGEDIT_MODEL or {SD14_MODEL})",
     )
     source.add_argument(
         "--tiny", action="store_true", help="random-weight offline components: the output is noise"
@@ -784,7 +790,7 @@ def load_pipeline(model: str | None, device: str | None, dtype: str, tiny: bool)
     torch_dtype = default_dtype(torch_device) if dtype == "auto" else getattr(torch, dtype)
     if tiny:
         return MagEditPipeline.tiny(device=torch_device, dtype=torch_dtype)
-    name = model or os.environ.get("MAGEDIT_MODEL") or FALLBACK_MODEL
+    name = model or default_model()
     if name.startswith(("/", "./", "../", "~")):
         path = Path(name).expanduser()
         if not path.is_dir():
