@@ -147,6 +147,90 @@ def mag_iteration_flops(pipe, inversion, mask, config) -> int:
     return counter.flops
 
 
+def meta_mag_iteration_flops(
+    unet_config: dict[str, Any] | None = None,
+    resolution: int = 512,
+    constraint: str = "token_ratio",
+) -> dict[str, int]:
+    """FLOPs (forward + backward) of one MAG iteration of the fast and the reference path, counted
+    on the ``meta`` device: shapes only, no weights and no arithmetic (seconds on any CPU).
+
+    ``unet_config`` None is SD v1.4's UNet; the image is ``resolution`` pixels square. The
+    iteration is the pipeline's own objective (``MagEditPipeline._objective``) at the first
+    guided step, on one region whose edit word is one token. Only the UNet is counted: the text
+    embeddings are (1, 77, cross_attention_dim) meta tensors. The fast path's reconstruction maps
+    are recorded before counting (once per step, shared by every iteration); the reference path
+    recomputes them inside the iteration, as Algorithm 1 does.
+    """
+    from diffusers import UNet2DConditionModel
+
+    from magedit.attention import CallPlan
+    from magedit.config import EditConfig
+    from magedit.inversion import DDIMSchedule
+    from magedit.pipeline import MagEditPipeline, PreparedRegion, _Plan
+    from magedit.tiny import tiny_components
+
+    meta = torch.device("meta")
+    unet_config = unet_config or sd14_config("unet")
+    with meta:
+        unet = UNet2DConditionModel.from_config(unet_config)
+    parts = tiny_components(0)  # the VAE and text encoder are not run; the pipeline needs them
+    pipe = MagEditPipeline(
+        unet, parts["vae"], parts["text_encoder"], parts["tokenizer"], device=meta
+    )
+    controller = pipe.controller
+    controller.mapper = torch.arange(77, device=meta)
+    controller.alphas = torch.ones(77, device=meta)
+    side = resolution // 8
+    level = 2  # the paper's loss level: latent / 4
+    names = sorted(
+        (i for i in controller.layers.values() if i.cross and i.level == level),
+        key=lambda info: info.order,
+    )
+    emb = torch.zeros(1, 77, unet.config.cross_attention_dim, device=meta)
+    latent_mask = torch.zeros(1, 1, side, side, device=meta)
+    region = PreparedRegion(
+        words=["green"],
+        positions=[[5]],
+        weight=1.0,
+        mask=np.zeros((resolution, resolution), bool),
+        latent_mask=latent_mask,
+        attention_mask=torch.zeros((side >> level) ** 2, device=meta),
+    )
+    z = torch.zeros(1, 4, side, side, device=meta)
+    flops = {}
+    for path in ("fast", "reference"):
+        config = EditConfig(resolution=resolution, constraint=constraint, reference=path != "fast")
+        plan = _Plan(
+            config=config,
+            schedule=DDIMSchedule(config.steps),
+            regions=[region],
+            update_mask=latent_mask,
+            blend_mask=latent_mask,
+            source_emb=emb,
+            target_emb=emb,
+            negative_emb=None,
+            negative_positions=None,
+            negative_mask=None,
+            level=level,
+            loss_layers=[info.name for info in names],
+            stop_after=None if config.reference else controller.last_layer_at(level),
+        )
+        t = int(plan.schedule.timesteps[0])
+        if not config.reference:
+            record = CallPlan(record_row=0, record_cross=True, record_self=True)
+            with torch.no_grad(), controller.plan(record):
+                pipe._eps(z, t, emb)
+        objective = pipe._objective(plan, 0, t, z)
+        counter = FlopCount()
+        with counter, torch.enable_grad():
+            z_var = z.clone().requires_grad_(True)
+            loss, _ = objective(z_var)
+            torch.autograd.grad(loss, z_var)
+        flops[path] = counter.flops
+    return flops
+
+
 def run_one(pipe, image, mask, config, *, flops: bool, reedit: bool) -> dict[str, Any]:
     """Invert + edit (+ a re-edit reusing the cached inversion); seconds, FLOPs and memory."""
     from magedit.pipeline import EditResult
