@@ -1,11 +1,12 @@
-"""MAG-Edit Studio, the web page: upload a photo, paint the region, type the edit, watch it run.
+"""MAG-Edit Studio, the web page: upload a photo, click the object, type the edit, watch it run.
 
-    python app.py            # Stable Diffusion v1.4 ($MAGEDIT_MODEL or --model to change it)
+    python app.py            # SD v1.4 and SAM vit_b ($MAGEDIT_MODEL / --model, --sam-checkpoint)
     python app.py --tiny     # offline demo on random weights: the results are noise
 
 This file lays out the page and wires its events; the ``magedit`` library does the work. The
-event handlers are module-level functions (the pipeline getter and the output folder bound with
-``functools.partial``), so the tests call them without a browser.
+event handlers are module-level functions (the model getters and the output folder bound with
+``functools.partial``), so the tests call them without a browser. What one visitor clicked lives
+in that visitor's ``gr.State`` (``Clicks``); the models are shared.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import gradio as gr
 import numpy as np
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
     from magedit.inversion import Inversion
     from magedit.pipeline import EditEvent, EditResult, MagEditPipeline
+    from magedit.segment import MaskCandidate, Segmenter
+
+T = TypeVar("T")
 
 # Results are written here under generated names; the folder is served to the page (launch's
 # allowed_paths) and pruned to the newest MAX_OUTPUTS files.
@@ -62,6 +66,12 @@ PRESET_INFO = (
 # The values each handler's update holds, in the order of the edit event's outputs.
 EDIT_OUTPUTS = ("status", "preview", "attention", "curve", "result", "download", "settings")
 CURVE_COLUMNS = ["step", "value", "series"]
+# Click to segment.
+CLICK_MODES = ["object", "background"]  # what a click on the photo adds: label 1 or label 0
+POINT_COLORS = {1: (0, 200, 0), 0: (230, 0, 0)}  # by label: green on the object, red off it
+DISPLAY_SIDE = 1024  # the photo to click on is sent at most this long (after every click)
+SEGMENT_TITLE = "Cannot segment"
+SAM_MODELS = ["vit_b", "vit_l", "vit_h"]  # magedit.segment.MODEL_TYPES (it imports torch)
 TINY_BANNER = (
     "⚠️ **Offline demo (`--tiny`)**: the model has random, untrained weights, so the results are "
     "noise. Use it to try the page; run `python app.py` (or `--model /local/folder`) for real "
@@ -108,15 +118,15 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
 
 
-def user_error(message: str) -> gr.Error:
+def user_error(message: str, title: str = "Cannot edit") -> gr.Error:
     """A gr.Error showing ``message`` as text (the modal renders HTML; prompts are user text)."""
     return gr.Error(
-        html.escape(_one_line(message), quote=False), title="Cannot edit", print_exception=False
+        html.escape(_one_line(message), quote=False), title=title, print_exception=False
     )
 
 
 @contextlib.contextmanager
-def gradio_errors() -> Iterator[None]:
+def gradio_errors(title: str = "Cannot edit") -> Iterator[None]:
     """Turn the library's expected failures into gr.Error with its message: bad input
     (ValueError), diverged latents (FloatingPointError) and out of GPU memory. Anything else is a
     bug: it propagates, and the page shows a generic error (launch(show_error=False))."""
@@ -125,33 +135,35 @@ def gradio_errors() -> Iterator[None]:
     except gr.Error:
         raise
     except (ValueError, FloatingPointError) as error:
-        raise user_error(str(error)) from None
+        raise user_error(str(error), title) from None
     except RuntimeError as error:
         if _is_out_of_memory(error):
             raise user_error(
                 "out of GPU memory; lower the resolution or the steps, or try again when other "
-                "edits have finished"
+                "edits have finished",
+                title,
             ) from None
         raise
 
 
 # ----------------------------------------------------------------------------------------------
-# The pipeline: built once, used by one edit at a time
+# The models: built once; the pipeline used by one edit at a time, the segmenter by any number of
+# clicks at once (its embedding cache is thread-safe)
 
 
-class LazyPipeline:
+class Lazy(Generic[T]):
     """Calls ``load`` on first use, once, even when two events ask at the same time."""
 
-    def __init__(self, load: Callable[[], MagEditPipeline]):
+    def __init__(self, load: Callable[[], T]):
         self._load = load
-        self._pipe: MagEditPipeline | None = None
+        self._value: T | None = None
         self._lock = threading.Lock()
 
-    def __call__(self) -> MagEditPipeline:
+    def __call__(self) -> T:
         with self._lock:
-            if self._pipe is None:
-                self._pipe = self._load()
-            return self._pipe
+            if self._value is None:
+                self._value = self._load()
+            return self._value
 
 
 # MagEditPipeline is not re-entrant. The edit event runs one at a time (concurrency_limit=1), but
@@ -172,41 +184,62 @@ def _pipeline(get_pipeline: Callable[[], MagEditPipeline]) -> MagEditPipeline:
 # Inputs: image, mask, prompts, settings
 
 
-def load_upload(image: Any) -> tuple[dict[str, Any] | None, str]:
-    """Image upload -> (the mask editor's value with the photo as background, status line).
+def load_upload(image: Any) -> tuple[dict[str, Any] | None, str, Clicks, np.ndarray | None, str]:
+    """Image upload -> (the mask editor's value with the photo as background, status line, this
+    session's new ``Clicks``, the photo to click on, the mask's status line).
 
-    ``image`` is what gr.Image gives (a file path) or None when the image was cleared.
+    ``image`` is what gr.Image gives (a file path) or None when the image was cleared. The
+    clicks of the previous photo are dropped; ``embed_photo`` runs next.
     """
     if image is None:
-        return None, ""
+        return None, "", Clicks(), None, ""
     with gradio_errors():
         photo = images.load_image(image)
     height, width = photo.shape[:2]
     value = {"background": photo, "layers": [], "composite": photo}
-    return value, f"Photo {width}x{height}. Paint the region to edit (or upload a mask file)."
+    clicks = Clicks(key=images.image_hash(photo), size=(height, width), display=_display(photo))
+    return (
+        value,
+        f"Photo {width}x{height}. Click the object to edit (or paint the region, or upload a "
+        "mask file).",
+        clicks,
+        clicks.display,
+        "Preparing Segment Anything for this photo…",
+    )
 
 
-def read_mask(editor: dict[str, Any] | None, mask_file: Any, size: tuple[int, int]) -> np.ndarray:
+def read_mask(
+    editor: dict[str, Any] | None,
+    mask_file: Any,
+    size: tuple[int, int],
+    clicked: np.ndarray | None = None,
+) -> np.ndarray:
     """The region to edit as an HxW bool mask at ``size`` = (height, width) of the photo.
 
-    ``mask_file`` (a path or array), when given, is used instead of the painting. Otherwise
-    ``editor`` is a gr.ImageEditor value {"background", "layers", "composite"} with RGBA layers:
-    the mask is where any layer's alpha is above 0 (the brush colour does not matter).
+    ``mask_file`` (a path or array), when given, is used instead of anything else. Otherwise the
+    region is ``clicked`` (the clicked mask, grown; ``clicked_mask``) united with what was painted
+    in ``editor``, a gr.ImageEditor value {"background", "layers", "composite"} with RGBA layers:
+    painted is where any layer's alpha is above 0 (the brush colour does not matter).
     """
     with gradio_errors():
         if mask_file is not None:
             return images.load_mask(mask_file, size=size)
-        layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
-        painted = [_painted(layer) for layer in layers]
-        if not painted or not any(p.any() for p in painted):
+        if clicked is not None and clicked.shape != tuple(size):
             raise ValueError(
-                "no region is marked; paint the region to edit on the photo with the brush, or "
-                "upload a mask file"
+                f"the clicked mask is {clicked.shape[1]}x{clicked.shape[0]} pixels but the photo "
+                f"is {size[1]}x{size[0]}; clear the points and click the object again"
             )
-        mask = np.zeros(size, dtype=bool)
-        for p in painted:
-            if p.any():  # layers are the canvas's size, normally the photo's
-                mask |= images.load_mask(p, size=size)
+        masks = [np.zeros(size, dtype=bool) if clicked is None else clicked]
+        layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
+        for painted in map(_painted, layers):
+            if painted.any():  # layers are the canvas's size, normally the photo's
+                masks.append(images.load_mask(painted, size=size))
+        mask = images.mask_union(*masks)
+        if not mask.any():
+            raise ValueError(
+                "no region is marked; click the object on the photo, paint the region to edit on "
+                "it with the brush, or upload a mask file"
+            )
         return mask
 
 
@@ -341,6 +374,234 @@ def _warning(error: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Click to segment: each session's clicks in its gr.State, one shared Segmenter
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Clicks:
+    """One session's clicks on its photo. Held in a gr.State, so no session sees another's; every
+    handler returns a new value instead of changing this one.
+
+    key:        the photo's hash, which is also the key of its Segment Anything embedding.
+    size:       (H, W) of the photo.
+    display:    the photo as shown for clicking, (h, w, 3) uint8 with its long side at most
+                DISPLAY_SIDE; clicks on it are mapped back to the photo's pixels.
+    points:     (x, y) in pixels of the photo; labels: 1 on the object, 0 on the background.
+    candidates: Segment Anything's masks for these points, best first; ``index`` is the one
+                shown and used.
+    """
+
+    key: str | None = None
+    size: tuple[int, int] | None = None
+    display: np.ndarray | None = None
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    candidates: tuple[MaskCandidate, ...] = ()
+    index: int = 0
+
+    @property
+    def candidate(self) -> MaskCandidate | None:
+        return self.candidates[self.index] if self.candidates else None
+
+
+def _display(photo: np.ndarray) -> np.ndarray:
+    """The photo at most DISPLAY_SIDE pixels long: sent to the browser after every click."""
+    height, width = photo.shape[:2]
+    scale = DISPLAY_SIDE / max(height, width)
+    if scale >= 1:
+        return photo
+    return images.resize_image(photo, (max(1, round(height * scale)), max(1, round(width * scale))))
+
+
+def _segmenter(get_segmenter: Callable[[], Segmenter]) -> Segmenter:
+    try:
+        return get_segmenter()
+    except (ValueError, OSError) as error:
+        # The reason names the server's folders: it goes to the server's log, not to the page.
+        print(f"app.py: error: {_one_line(str(error))}", file=sys.stderr)
+        raise user_error(
+            "Segment Anything could not be loaded (see the server's log); paint the region with "
+            "the brush or upload a mask file instead",
+            SEGMENT_TITLE,
+        ) from None
+
+
+def embed_photo(get_segmenter: Callable[[], Segmenter], image: Any) -> str:
+    """Right after an upload: compute the photo's embedding, so the first click is fast.
+    Returns the mask's status line."""
+    if image is None:
+        return ""
+    start = time.perf_counter()
+    try:
+        segmenter = _segmenter(get_segmenter)
+    except gr.Error as error:
+        return f"⚠️ {error.message}"
+    with gradio_errors(SEGMENT_TITLE):
+        segmenter.embed(images.load_image(image))
+    return (
+        f"Ready ({time.perf_counter() - start:.1f} s): click the object to edit. Set *Add* to "
+        "*background* to mark what is not part of it."
+    )
+
+
+def add_point(
+    get_segmenter: Callable[[], Segmenter],
+    image: Any,
+    clicks: Clicks,
+    mode: str,
+    grow: float,
+    index: Sequence[float],
+) -> tuple[np.ndarray, Clicks, str]:
+    """A click on the photo -> (the photo with the mask and the points, new Clicks, status line).
+
+    ``index`` is (x, y) in pixels of the shown photo (gr.SelectData.index); ``mode`` is
+    "object" (a positive point) or "background" (a negative one). A click outside the photo is a
+    gr.Error and is not kept; when Segment Anything finds no usable mask for the points, the point
+    is kept and the status line says why (the next click may fix it).
+    """
+    if clicks.size is None or clicks.display is None or image is None:
+        raise user_error("no photo; upload a photo, then click the object on it", SEGMENT_TITLE)
+    if mode not in CLICK_MODES:
+        raise user_error(f"unknown click mode {mode!r}; choose {CLICK_MODES}", SEGMENT_TITLE)
+    from magedit.segment import check_prompts
+
+    (height, width), shown = clicks.size, clicks.display.shape[:2]
+    x, y = index
+    point = (float(x) * width / shown[1], float(y) * height / shown[0])  # in the photo's pixels
+    with gradio_errors(SEGMENT_TITLE):
+        check_prompts([point], [1], None, clicks.size)
+    clicks = dataclasses.replace(
+        clicks,
+        points=(*clicks.points, point),
+        labels=(*clicks.labels, int(mode == "object")),
+    )
+    return _segment(get_segmenter, image, clicks, grow)
+
+
+def next_candidate(clicks: Clicks, grow: float) -> tuple[Any, Clicks, str]:
+    """ "Next candidate": show and use Segment Anything's next mask (best first, wrapping)."""
+    if not clicks.candidates:
+        return gr.skip(), clicks, "No mask yet: click the object first."
+    clicks = dataclasses.replace(clicks, index=(clicks.index + 1) % len(clicks.candidates))
+    return render_clicks(clicks, grow), clicks, _mask_status(clicks)
+
+
+def undo_point(
+    get_segmenter: Callable[[], Segmenter], image: Any, clicks: Clicks, grow: float
+) -> tuple[np.ndarray | None, Clicks, str]:
+    """ "Undo point": forget the last click and segment the others again."""
+    if not clicks.points:
+        return render_clicks(clicks, grow), clicks, "No point to undo."
+    clicks = dataclasses.replace(clicks, points=clicks.points[:-1], labels=clicks.labels[:-1])
+    return _segment(get_segmenter, image, clicks, grow)
+
+
+def clear_points(clicks: Clicks) -> tuple[np.ndarray | None, Clicks, str]:
+    """ "Clear": forget every click on this photo."""
+    clicks = Clicks(key=clicks.key, size=clicks.size, display=clicks.display)
+    return clicks.display, clicks, "Cleared. Click the object to edit." if clicks.size else ""
+
+
+def clicked_mask(clicks: Clicks | None, grow: float) -> np.ndarray | None:
+    """The chosen candidate grown by ``grow`` pixels, (H, W) bool at the photo's size; None when
+    nothing was clicked."""
+    candidate = clicks.candidate if clicks is not None else None
+    if candidate is None:
+        return None
+    return images.grow(candidate.mask, int(grow or 0))
+
+
+def render_clicks(clicks: Clicks, grow: float) -> np.ndarray | None:
+    """The photo to click on: the chosen mask (grown as for the edit) tinted and outlined, the
+    points as green (object) and red (background) dots. (h, w, 3) uint8 at the display size."""
+    shown = clicks.display
+    if shown is None:
+        return None
+    (height, width), (h, w) = clicks.size, shown.shape[:2]
+    candidate = clicks.candidate
+    if candidate is not None:
+        mask = candidate.mask
+        if mask.shape != (h, w):
+            mask = images.load_mask(mask, size=(h, w))
+        shown = images.mask_overlay(shown, images.grow(mask, round((grow or 0) * w / width)))
+    else:
+        shown = shown.copy()
+    radius = max(3, round(max(h, w) / 150))
+    rows, cols = np.ogrid[:h, :w]
+    for (x, y), label in zip(clicks.points, clicks.labels, strict=True):
+        cx, cy = x * w / width, y * h / height
+        distance = (cols - cx) ** 2 + (rows - cy) ** 2
+        shown[distance <= (radius + 1.5) ** 2] = (255, 255, 255)  # a white ring on any colour
+        shown[distance <= radius**2] = POINT_COLORS[label]
+    return shown
+
+
+def _segment(
+    get_segmenter: Callable[[], Segmenter], image: Any, clicks: Clicks, grow: float
+) -> tuple[np.ndarray | None, Clicks, str]:
+    """Segment Anything's candidates for ``clicks.points``: the new Clicks and what to show."""
+    clicks = dataclasses.replace(clicks, candidates=(), index=0)
+    if not clicks.points:
+        return render_clicks(clicks, grow), clicks, "Click the object to edit."
+    segmenter = _segmenter(get_segmenter)
+    try:
+        segmenter.embedding(clicks.key)
+        source: np.ndarray | str = clicks.key
+    except RuntimeError:  # other photos pushed it out of the cache: predict embeds it again
+        with gradio_errors(SEGMENT_TITLE):
+            source = images.load_image(image)
+    try:
+        # SAM's advice: three masks for a single, ambiguous click; one for several clicks.
+        candidates = segmenter.predict(
+            source,
+            points=clicks.points,
+            labels=clicks.labels,
+            multimask=len(clicks.points) == 1,
+            image_size=clicks.size,
+        )
+    except ValueError as error:
+        return render_clicks(clicks, grow), clicks, _warning(error)
+    clicks = dataclasses.replace(clicks, candidates=tuple(candidates))
+    return render_clicks(clicks, grow), clicks, _mask_status(clicks)
+
+
+def _mask_status(clicks: Clicks) -> str:
+    candidate = clicks.candidate
+    if candidate is None:
+        return ""
+    count = len(clicks.candidates)
+    more = " *Next candidate* shows the others." if count > 1 else ""
+    objects = sum(clicks.labels)
+    return (
+        f"Mask {clicks.index + 1} of {count} (score {candidate.score:.2f}, "
+        f"{candidate.coverage:.0%} of the photo) from {objects} object and "
+        f"{len(clicks.labels) - objects} background point(s).{more}"
+    )
+
+
+def segment_api(
+    get_segmenter: Callable[[], Segmenter],
+    output_dir: Path,
+    image: Any,
+    points: Any,
+    labels: Any,
+) -> tuple[str, float]:
+    """The ``segment`` API endpoint: photo, points [[x, y], ...] in pixels and labels [1 or 0,
+    ...] (default all 1) -> (the path of Segment Anything's best mask as a black-and-white PNG of
+    the photo's size, its score)."""
+    if image is None:
+        raise user_error("no photo; pass the photo to segment", SEGMENT_TITLE)
+    segmenter = _segmenter(get_segmenter)
+    with gradio_errors(SEGMENT_TITLE):
+        photo = images.load_image(image)
+        best = segmenter.predict(
+            photo, points=points, labels=labels, multimask=len(points or ()) == 1
+        )[0]
+    path = save_result(best.mask.astype(np.uint8) * 255, output_dir, prefix="magedit-mask")
+    return str(path), best.score
+
+
+# ----------------------------------------------------------------------------------------------
 # The edit: a worker thread inverts and edits; the handler streams what it reports
 
 
@@ -449,12 +710,16 @@ def run_edit(
     inversion: str,
     seed: float | None,
     resolution: float,
+    grow: float = 0,
+    clicks: Clicks | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """The Edit button: check everything, then stream the inversion and the edit.
 
-    Yields tuples in the order of ``EDIT_OUTPUTS`` (gr.skip() for what did not change); the last
-    one holds the before/after pair, the path of the full-resolution PNG under ``output_dir``
-    and the settings used. Bad input raises gr.Error before any model work.
+    The region is the clicked mask (grown by ``grow`` pixels) united with the painted one, or
+    the mask file when one is given (``read_mask``). Yields tuples in the order of
+    ``EDIT_OUTPUTS`` (gr.skip() for what did not change); the last one holds the before/after
+    pair, the path of the full-resolution PNG under ``output_dir`` and the settings used. Bad
+    input raises gr.Error before any model work.
     """
     from magedit.pipeline import Region
 
@@ -470,7 +735,11 @@ def run_edit(
         checked = check_prompts(
             pipe.tokenizer, source, target, words, negative_word, guided=config.max_iter > 0
         )
-    mask = read_mask(editor, mask_file, photo.shape[:2])
+    # Clicks made on another photo (this session's previous one) do not count.
+    on_photo = clicks is not None and clicks.key == images.image_hash(photo)
+    mask = read_mask(
+        editor, mask_file, photo.shape[:2], clicked_mask(clicks, grow) if on_photo else None
+    )
     with gradio_errors():
         # Masks too large or too small for the attention maps are refused before inverting.
         pipe.check_edit(
@@ -627,13 +896,13 @@ def _eta(elapsed: float, done: float) -> str:
     return f" · about {max(left, 1):.0f} s left"
 
 
-def save_result(image: np.ndarray, output_dir: Path) -> Path:
-    """Write ``image`` as a PNG under ``output_dir`` with a generated name (never the user's);
-    keep only the newest MAX_OUTPUTS results there."""
+def save_result(image: np.ndarray, output_dir: Path, prefix: str = "magedit") -> Path:
+    """Write ``image`` (HWC or HW uint8) as a PNG under ``output_dir`` with a generated name
+    (never the user's); keep only the newest MAX_OUTPUTS "magedit-*.png" files there."""
     from magedit.cli import write_image
 
     output_dir = Path(output_dir)
-    path = output_dir / f"magedit-{uuid.uuid4().hex}.png"
+    path = output_dir / f"{prefix}-{uuid.uuid4().hex}.png"
     write_image(path, image)
     old = sorted(output_dir.glob("magedit-*.png"), key=lambda p: p.stat().st_mtime)
     for stale in old[:-MAX_OUTPUTS]:
@@ -648,14 +917,17 @@ def save_result(image: np.ndarray, output_dir: Path) -> Path:
 
 def build_demo(
     load_pipeline: Callable[[], MagEditPipeline],
+    load_segmenter: Callable[[], Segmenter] | None = None,
     *,
     tiny: bool,
     output_dir: Path | str = OUTPUT_DIR,
 ) -> gr.Blocks:
-    """The page. ``load_pipeline`` is called once, on first need (main() calls it before launch
-    so a model that cannot load is reported at once). ``tiny`` shows the random-weights banner
-    and picks quick defaults."""
-    get_pipeline = LazyPipeline(load_pipeline)
+    """The page. ``load_pipeline`` and ``load_segmenter`` are each called once, on first need
+    (main() loads both before launch so a model that cannot load is reported at once); without
+    ``load_segmenter`` clicking says that Segment Anything is not available. ``tiny`` shows the
+    random-weights banner and picks quick defaults."""
+    get_pipeline = Lazy(load_pipeline)
+    get_segmenter = Lazy(load_segmenter or _no_segmenter)
     output_dir = Path(output_dir)
     defaults = Defaults.for_model(tiny)
 
@@ -677,9 +949,35 @@ def build_demo(
                     height=320,
                 )
                 with gr.Tabs():
-                    with gr.Tab("Paint the region"):
+                    with gr.Tab("Click the object"):
+                        clickable = gr.Image(
+                            label="Click the object to edit",
+                            type="numpy",
+                            interactive=False,
+                            format="jpeg",  # sent after every click: small beats lossless here
+                            height=420,
+                            elem_id="magedit-clickable",
+                        )
+                        mask_status = gr.Markdown(elem_id="magedit-mask-status")
+                        with gr.Row():
+                            click_mode = gr.Radio(
+                                choices=CLICK_MODES, value="object", label="Add", scale=2
+                            )
+                            grow = gr.Slider(
+                                0,
+                                50,
+                                value=0,
+                                step=1,
+                                label="Grow the mask (pixels)",
+                                scale=3,
+                            )
+                        with gr.Row():
+                            next_button = gr.Button("Next candidate", size="sm")
+                            undo_button = gr.Button("Undo point", size="sm")
+                            clear_button = gr.Button("Clear", size="sm")
+                    with gr.Tab("Refine with the brush"):
                         editor = gr.ImageEditor(
-                            label="Region to edit",
+                            label="Painted pixels are added to the clicked mask",
                             type="numpy",
                             image_mode="RGBA",
                             sources=[],  # the background is the photo above
@@ -691,12 +989,14 @@ def build_demo(
                         )
                     with gr.Tab("Mask file"):
                         mask_file = gr.Image(
-                            label="Mask (non-black pixels are inside; used instead of painting)",
+                            label="Mask (non-black pixels are inside; used instead of clicks and "
+                            "painting)",
                             type="filepath",
                             image_mode=None,
                             sources=["upload"],
                             height=320,
                         )
+                clicks = gr.State(Clicks())
                 source = gr.Textbox(
                     label="Source prompt (describes the photo)",
                     placeholder="a living room with a red sofa and a wooden table",
@@ -765,9 +1065,65 @@ def build_demo(
                     settings = gr.JSON(label="Used for this result")
 
         # Events. Cheap checks run without a concurrency limit; the edit runs one at a time.
+        # Uploads and clicks skip the queue (queue=False): they never wait behind edits, nor are
+        # they refused when the queue is full of them.
         cheap = {"concurrency_limit": None, "show_progress": "hidden"}
+        direct = {"queue": False, "api_visibility": "private"}
         image.change(
-            load_upload, inputs=image, outputs=[editor, status], api_name="load_photo", **cheap
+            load_upload,
+            inputs=image,
+            outputs=[editor, status, clicks, clickable, mask_status],
+            show_progress="hidden",
+            **direct,
+        ).then(
+            functools.partial(embed_photo, get_segmenter),
+            inputs=image,
+            outputs=mask_status,
+            show_progress="minimal",
+            **direct,
+        )
+
+        def on_click(image, clicks, mode, grow, evt: gr.SelectData):
+            return add_point(get_segmenter, image, clicks, mode, grow, evt.index)
+
+        shown = [clickable, clicks, mask_status]
+        clickable.select(
+            on_click,
+            inputs=[image, clicks, click_mode, grow],
+            outputs=shown,
+            show_progress="minimal",
+            **direct,
+        )
+        next_button.click(next_candidate, inputs=[clicks, grow], outputs=shown, **direct)
+        undo_button.click(
+            functools.partial(undo_point, get_segmenter),
+            inputs=[image, clicks, grow],
+            outputs=shown,
+            **direct,
+        )
+        clear_button.click(clear_points, inputs=clicks, outputs=shown, **direct)
+        grow.change(
+            render_clicks,
+            inputs=[clicks, grow],
+            outputs=clickable,
+            trigger_mode="always_last",
+            show_progress="hidden",
+            **direct,
+        )
+        # The API's way to segment (the page's clicks need a session): photo, points, labels.
+        with gr.Group(visible=False):
+            api_points = gr.JSON(label="points [[x, y], ...] in pixels")
+            api_labels = gr.JSON(label="labels [1 or 0, ...]")
+            api_mask = gr.File(label="mask PNG")
+            api_score = gr.Number(label="score")
+            api_button = gr.Button("segment")
+        api_button.click(
+            functools.partial(segment_api, get_segmenter, output_dir),
+            inputs=[image, api_points, api_labels],
+            outputs=[api_mask, api_score],
+            api_name="segment",
+            concurrency_limit=None,
+            concurrency_id="segment",
         )
         suggest = functools.partial(suggest_words, get_pipeline)
         check = functools.partial(check_inputs, get_pipeline)
@@ -808,6 +1164,8 @@ def build_demo(
                 inversion,
                 seed,
                 resolution,
+                grow,
+                clicks,
             ],
             outputs=[status, live, attention, curve, result, download, settings],
             api_name="edit",
@@ -816,8 +1174,14 @@ def build_demo(
             show_progress="minimal",
         )
         cancel_button.click(None, cancels=[edit_event], api_visibility="private")
-    demo.queue(max_size=QUEUE_SIZE)
+    # api_open=False: the queued endpoints (edit, segment) are reached through the queue only,
+    # never by a direct POST that would skip it and its concurrency limit.
+    demo.queue(max_size=QUEUE_SIZE, api_open=False)
     return demo
+
+
+def _no_segmenter() -> Segmenter:
+    raise ValueError("no Segment Anything model was given to build_demo (load_segmenter)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -838,6 +1202,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--tiny", action="store_true", help="random-weight offline demo: the results are noise"
+    )
+    parser.add_argument(
+        "--sam-model",
+        choices=SAM_MODELS,
+        default=SAM_MODELS[0],
+        help="Segment Anything model for click-to-segment (default: vit_b)",
+    )
+    parser.add_argument(
+        "--sam-checkpoint",
+        metavar="PATH",
+        help="a local SAM checkpoint, Meta's .pth for --sam-model (default: "
+        "$MAGEDIT_SAM_CHECKPOINT, else downloaded once from the Hugging Face Hub)",
     )
     parser.add_argument(
         "--device", metavar="DEVICE", help="torch device (default: cuda if available, else cpu)"
@@ -861,21 +1237,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Load the model (a failure ends in one line naming the way out, exit status 2), then serve
-    the page until Ctrl-C."""
-    from magedit.cli import load_pipeline
+    """Load the models (a failure ends in one line naming the way out, exit status 2), then
+    serve the page until Ctrl-C."""
+    from magedit.cli import load_pipeline, load_segmenter
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tiny and args.sam_checkpoint:
+        parser.error("--sam-checkpoint does not go with --tiny (random weights for every model)")
     try:
         pipe = load_pipeline(args.model, args.device, "auto", args.tiny)
     except (ValueError, OSError) as error:
         # magedit.cli's messages name the way out (--model /local/folder, --tiny).
         print(f"app.py: error: {_one_line(str(error))}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        segmenter = load_segmenter(
+            args.sam_model, args.sam_checkpoint, args.device, "auto", args.tiny
+        )
+    except (ValueError, OSError) as error:
+        message = _one_line(str(error))
+        if "--sam-checkpoint" not in message:
+            message += "; pass --sam-checkpoint /path/to/the/checkpoint.pth, or --tiny"
+        print(f"app.py: error: Segment Anything: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     if args.tiny:
         print("app.py: --tiny: random, untrained weights; the results are noise", file=sys.stderr)
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(lambda: pipe, tiny=args.tiny, output_dir=OUTPUT_DIR)
+    demo = build_demo(lambda: pipe, lambda: segmenter, tiny=args.tiny, output_dir=OUTPUT_DIR)
     demo.launch(
         server_name=args.host,
         server_port=args.port,

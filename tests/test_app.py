@@ -1,5 +1,7 @@
-"""The web page's handlers, called directly (no browser, no server) on the tiny pipeline."""
+"""The web page's handlers, called directly (no browser, no server) on the tiny pipeline and
+the tiny Segment Anything."""
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -11,6 +13,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # app.py lives at the repo root
 import app  # noqa: E402
+from magedit import images  # noqa: E402
+from magedit.segment import Segmenter  # noqa: E402
 
 SOURCE = "a photo of a red sofa in a living room"
 TARGET = "a photo of a green sofa in a living room"
@@ -91,10 +95,13 @@ def test_build_demo_on_tiny_pipeline(get_pipe, tmp_path):
 def test_upload_sets_the_editor_background(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(photo()).save(path)
-    value, status = app.load_upload(str(path))
+    value, status, clicks, shown, mask_status = app.load_upload(str(path))
     assert np.array_equal(value["background"], photo()) and value["layers"] == []
-    assert "256x192" in status
-    assert app.load_upload(None) == (None, "")
+    assert "256x192" in status and "Preparing Segment Anything" in mask_status
+    assert clicks.size == (H, W) and clicks.points == () and np.array_equal(shown, photo())
+    assert clicks.key == images.image_hash(photo())
+    none, status, clicks, shown, mask_status = app.load_upload(None)
+    assert (none, status, shown, mask_status) == (None, "", None, "") and clicks.size is None
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not an image at all")
     with pytest.raises(gr.Error, match="not an image that can be read") as error:
@@ -250,3 +257,267 @@ def test_main_reports_a_model_that_cannot_load(capsys, tmp_path, monkeypatch, mo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("app.py: error: ")
     assert "--tiny" in err and "--model" in err and "folder" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# Click to segment (tiny SAM: random weights, so the masks are arbitrary but deterministic)
+
+OBJECT = (128, 96)  # (x, y) inside the painted rectangle
+BACKGROUND = (20, 170)
+
+
+@pytest.fixture(scope="module")
+def seg():
+    return Segmenter.tiny()
+
+
+@pytest.fixture
+def get_seg(seg):
+    seg.clear()
+    return lambda: seg
+
+
+@pytest.fixture
+def photo_path(tmp_path) -> str:
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo()).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def session(photo_path) -> "app.Clicks":
+    """A session's state right after uploading the photo."""
+    return app.load_upload(photo_path)[2]
+
+
+def click(get_seg, photo_path, clicks, point=OBJECT, mode="object", grow=0):
+    return app.add_point(get_seg, photo_path, clicks, mode, grow, point)
+
+
+def test_upload_embeds_the_photo_once_for_all_clicks(seg, get_seg, photo_path, session):
+    calls = []
+    hook = seg.sam.image_encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        assert "Ready" in app.embed_photo(get_seg, photo_path)
+        assert len(calls) == 1
+        clicks = session
+        for point, mode in [(OBJECT, "object"), (BACKGROUND, "background"), ((60, 60), "object")]:
+            clicks = click(get_seg, photo_path, clicks, point, mode)[1]
+        clicks = app.next_candidate(clicks, 0)[1]
+        clicks = app.undo_point(get_seg, photo_path, clicks, 0)[1]
+        assert len(calls) == 1, "the image encoder ran again for a click"
+        # Pushed out of the cache (other photos since): the next click embeds it again.
+        seg.clear()
+        assert click(get_seg, photo_path, session)[1].candidates and len(calls) == 2
+    finally:
+        hook.remove()
+    assert app.embed_photo(get_seg, None) == ""
+
+
+def test_a_click_adds_a_point_and_shows_its_mask(get_seg, photo_path, session):
+    shown, clicks, status = click(get_seg, photo_path, session)
+    assert shown.shape == (H, W, 3) and shown.dtype == np.uint8
+    assert clicks.points == (OBJECT,) and clicks.labels == (1,) and clicks.index == 0
+    assert clicks.candidates and "Mask 1 of" in status
+    scores = [c.score for c in clicks.candidates]
+    assert scores == sorted(scores, reverse=True)
+    x, y = OBJECT
+    assert tuple(shown[y, x]) == app.POINT_COLORS[1]  # a green dot on the point
+    mask = clicks.candidates[0].mask
+    assert mask.shape == (H, W)
+    expected = images.mask_overlay(photo(), mask)
+    far = np.ones((H, W), bool)
+    far[y - 10 : y + 11, x - 10 : x + 11] = False  # away from the dot: exactly the overlay
+    assert np.array_equal(shown[far], expected[far]) and not np.array_equal(shown, photo())
+    assert session.points == () and session.candidates == ()  # the old state is not changed
+
+    # A background click adds label 0 and is drawn red; SAM gets both points.
+    shown, clicks, status = click(get_seg, photo_path, clicks, BACKGROUND, "background")
+    assert clicks.points == (OBJECT, BACKGROUND) and clicks.labels == (1, 0)
+    assert tuple(shown[BACKGROUND[1], BACKGROUND[0]]) == app.POINT_COLORS[0]
+    assert "1 object and 1 background point(s)" in status
+
+
+def test_a_background_click_alone_is_kept_and_explained(get_seg, photo_path, session):
+    shown, clicks, status = click(get_seg, photo_path, session, BACKGROUND, "background")
+    assert clicks.labels == (0,) and clicks.candidates == ()
+    assert status.startswith("⚠️") and "no point on the object" in status
+    assert shown.shape == (H, W, 3)
+    clicks = click(get_seg, photo_path, clicks)[1]
+    assert clicks.labels == (0, 1) and clicks.candidates
+
+
+@pytest.mark.parametrize("point", [(W, 10), (10, H), (-1, 5), (300, 400)])
+def test_a_click_outside_the_photo_is_a_readable_error(get_seg, photo_path, session, point):
+    with pytest.raises(gr.Error, match="outside the 256x192 image") as error:
+        click(get_seg, photo_path, session, point)
+    assert error.value.title == app.SEGMENT_TITLE and "Traceback" not in error.value.message
+
+
+def test_a_click_without_a_photo_asks_for_one(get_seg):
+    with pytest.raises(gr.Error, match="upload a photo"):
+        app.add_point(get_seg, None, app.Clicks(), "object", 0, OBJECT)
+
+
+def test_next_candidate_cycles_best_first_and_wraps(get_seg, photo_path, session):
+    clicks = click(get_seg, photo_path, session)[1]
+    count = len(clicks.candidates)
+    assert count == 3  # one click: SAM's three masks (part, object, group)
+    seen = [clicks.index]
+    for _ in range(count):
+        shown, clicks, status = app.next_candidate(clicks, 0)
+        seen.append(clicks.index)
+        assert np.array_equal(app.clicked_mask(clicks, 0), clicks.candidates[clicks.index].mask)
+        assert f"Mask {clicks.index + 1} of {count}" in status
+    assert seen == [0, 1, 2, 0]
+    empty = app.next_candidate(session, 0)
+    assert empty[1] is session and "click the object first" in empty[2]
+
+
+def test_undo_removes_the_last_point(get_seg, photo_path, session):
+    one = click(get_seg, photo_path, session)[1]
+    two = click(get_seg, photo_path, one, BACKGROUND, "background")[1]
+    shown, undone, _ = app.undo_point(get_seg, photo_path, two, 0)
+    assert undone.points == (OBJECT,) and undone.labels == (1,)
+    assert len(undone.candidates) == len(one.candidates)
+    for a, b in zip(undone.candidates, one.candidates, strict=True):
+        assert np.array_equal(a.mask, b.mask)
+    shown, none, status = app.undo_point(get_seg, photo_path, undone, 0)
+    assert none.points == () and none.candidates == () and np.array_equal(shown, photo())
+    assert "No point to undo" in app.undo_point(get_seg, photo_path, none, 0)[2]
+
+
+def test_clear_forgets_every_point(get_seg, photo_path, session):
+    clicks = click(get_seg, photo_path, session)[1]
+    clicks = click(get_seg, photo_path, clicks, BACKGROUND, "background")[1]
+    shown, cleared, status = app.clear_points(clicks)
+    assert cleared.points == () and cleared.labels == () and cleared.candidates == ()
+    assert cleared.key == session.key and cleared.size == (H, W)
+    assert np.array_equal(shown, photo()) and "Cleared" in status
+    assert app.clicked_mask(cleared, 5) is None
+
+
+def test_two_sessions_keep_their_own_clicks(get_seg, photo_path, tmp_path):
+    demo = app.build_demo(lambda: None, get_seg, tiny=True, output_dir=tmp_path)
+    state = next(b for b in demo.blocks.values() if isinstance(b, gr.State))
+    assert isinstance(state.value, app.Clicks) and state.value.points == ()
+    first, second = (app.load_upload(photo_path)[2] for _ in range(2))
+    first = click(get_seg, photo_path, first, OBJECT)[1]
+    second = click(get_seg, photo_path, second, (200, 60))[1]
+    second = click(get_seg, photo_path, second, BACKGROUND, "background")[1]
+    assert first.points == (OBJECT,) and first.labels == (1,)
+    assert second.points == ((200, 60), BACKGROUND) and second.labels == (1, 0)
+    assert state.value.points == ()
+
+
+def test_the_grow_slider_grows_the_shown_and_used_mask(get_seg, photo_path, session):
+    clicks = click(get_seg, photo_path, session)[1]
+    sam = clicks.candidates[0].mask
+    grown = app.clicked_mask(clicks, 4)
+    assert np.array_equal(grown, images.grow(sam, 4)) and grown.sum() > sam.sum()
+    shown = app.render_clicks(clicks, 4)
+    outside = ~grown
+    outside[OBJECT[1] - 10 : OBJECT[1] + 11, OBJECT[0] - 10 : OBJECT[0] + 11] = False  # the dot
+    assert np.array_equal(shown[outside], photo()[outside])
+    assert not np.array_equal(shown, app.render_clicks(clicks, 0))
+
+
+def test_the_edit_gets_the_clicked_mask_grown_and_united_with_the_painting(
+    get_pipe, get_seg, photo_path, session, tmp_path, monkeypatch
+):
+    clicks = click(get_seg, photo_path, session, (100, 150))[1]
+    received = []
+
+    def check_edit(size, source, target, regions, *args):
+        received.append(regions[0].mask)
+        raise ValueError("stop before inverting")
+
+    monkeypatch.setattr(get_pipe(), "check_edit", check_edit)
+    corner = (slice(0, 20), slice(0, 20))  # painted; far from the clicked mask
+    editor = painted_editor(box=corner)
+
+    def edit(**changes):
+        kwargs = edit_kwargs(
+            **{"image": photo_path, "editor": editor, "grow": 6, "clicks": clicks, **changes}
+        )
+        with pytest.raises(gr.Error, match="stop before inverting"):
+            next(app.run_edit(get_pipe, tmp_path, **kwargs))
+        return received[-1]
+
+    painted = np.zeros((H, W), bool)
+    painted[corner] = True
+    expected = images.grow(clicks.candidates[0].mask, 6) | painted
+    assert np.array_equal(edit(), expected)
+    # The second candidate, when chosen, is the one used.
+    second = app.next_candidate(clicks, 0)[1]
+    expected = images.grow(second.candidates[1].mask, 6) | painted
+    assert np.array_equal(edit(clicks=second), expected)
+    # Without painting: the clicked mask alone.
+    assert np.array_equal(edit(editor=None), images.grow(clicks.candidates[0].mask, 6))
+    # A mask file still overrides clicks and painting.
+    file_mask = np.zeros((H, W), np.uint8)
+    file_mask[100:110, 200:220] = 255
+    path = tmp_path / "mask.png"
+    Image.fromarray(file_mask).save(path)
+    assert np.array_equal(edit(mask_file=str(path)), file_mask > 0)
+    # Clicks made on another photo are not used.
+    other = dataclasses.replace(clicks, key="another photo")
+    assert np.array_equal(edit(clicks=other), painted)
+
+
+def test_segment_api_writes_the_best_mask(get_seg, photo_path, tmp_path, seg):
+    path, score = app.segment_api(get_seg, tmp_path, photo_path, [list(OBJECT)], [1])
+    best = seg.predict(photo(), points=[OBJECT], labels=[1])[0]
+    written = np.asarray(Image.open(path))
+    assert Path(path).parent == tmp_path and Path(path).name.startswith("magedit-mask-")
+    assert written.shape == (H, W) and np.array_equal(written > 0, best.mask)
+    assert score == pytest.approx(best.score)
+    # Two points, labels default to 1.
+    assert Path(app.segment_api(get_seg, tmp_path, photo_path, [[10, 10], [128, 96]], None)[0])
+    with pytest.raises(gr.Error, match="outside the 256x192 image"):
+        app.segment_api(get_seg, tmp_path, photo_path, [[999, 5]], [1])
+    with pytest.raises(gr.Error, match="no point on the object"):
+        app.segment_api(get_seg, tmp_path, photo_path, [], [])
+    with pytest.raises(gr.Error, match="no photo"):
+        app.segment_api(get_seg, tmp_path, None, [[1, 1]], [1])
+
+
+def test_segment_anything_that_cannot_load_is_a_page_error(photo_path, session, capsys):
+    def fail():
+        raise FileNotFoundError("no SAM checkpoint at '/secret/sam.pth'; pass --sam-checkpoint")
+
+    with pytest.raises(gr.Error, match="paint the region") as error:
+        click(fail, photo_path, session)
+    assert "/secret" not in error.value.message and "/secret" in capsys.readouterr().err
+    assert "could not be loaded" in app.embed_photo(fail, photo_path)
+
+
+def test_the_page_wires_clicks_outside_the_queue(get_pipe, get_seg, tmp_path):
+    demo = app.build_demo(get_pipe, get_seg, tiny=True, output_dir=tmp_path)
+    fns = list(demo.fns.values())
+    segment = next(fn for fn in fns if fn.api_name == "segment")
+    assert segment.concurrency_limit is None and segment.concurrency_id != "gpu"
+    edit = next(fn for fn in fns if fn.api_name == "edit")
+    assert edit.concurrency_id == "gpu" and edit.queue
+    clicks = [fn for fn in fns if getattr(fn.fn, "__name__", "") == "on_click"]
+    assert len(clicks) == 1 and clicks[0].queue is False
+    assert [t[1] for t in clicks[0].targets] == ["select"]
+    named_fns = {getattr(fn.fn, "func", fn.fn).__name__: fn for fn in fns if fn.fn is not None}
+    for name in ("next_candidate", "undo_point", "clear_points", "embed_photo", "load_upload"):
+        assert named_fns[name].queue is False, name
+    assert demo.api_open is False  # queued endpoints cannot be reached past the queue
+
+
+def test_main_reports_a_sam_checkpoint_that_cannot_load(capsys, tmp_path, monkeypatch, tiny_pipe):
+    import magedit.cli
+
+    monkeypatch.setattr(magedit.cli, "load_pipeline", lambda *args: tiny_pipe)
+    with pytest.raises(SystemExit) as done:
+        app.main(["--sam-checkpoint", str(tmp_path / "sam.pth"), "--port", "0"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("app.py: error: Segment Anything")
+    assert "--sam-checkpoint" in err and "--tiny" in err
+    with pytest.raises(SystemExit) as done:
+        app.main(["--tiny", "--sam-checkpoint", str(tmp_path / "sam.pth")])
+    assert done.value.code == 2 and "does not go with --tiny" in capsys.readouterr().err
