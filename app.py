@@ -696,8 +696,6 @@ def run_edit(
     get_pipeline: Callable[[], MagEditPipeline],
     output_dir: Path,
     image: Any,
-    editor: dict[str, Any] | None,
-    mask_file: Any,
     source: str,
     target: str,
     words: str,
@@ -711,6 +709,8 @@ def run_edit(
     seed: float | None,
     resolution: float,
     grow: float = 0,
+    mask_file: Any = None,
+    editor: dict[str, Any] | None = None,
     clicks: Clicks | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """The Edit button: check everything, then stream the inversion and the edit.
@@ -1007,11 +1007,13 @@ def build_demo(
                 )
                 with gr.Row():
                     words = gr.Textbox(
+                        value="",  # a default for the API: picked from the prompts
                         label="Edit words",
                         info="Words of the target whose attention fills the region; filled in "
                         "from the prompts. Separate with commas.",
                     )
                     negative_word = gr.Textbox(
+                        value="",
                         label="Negative word (optional)",
                         info="A source word whose attention is pushed out of the region.",
                     )
@@ -1149,9 +1151,8 @@ def build_demo(
         edit_event = edit_button.click(
             functools.partial(run_edit, get_pipeline, output_dir),
             inputs=[
+                # In the API's order: what it must be given first; None defaults last.
                 image,
-                editor,
-                mask_file,
                 source,
                 target,
                 words,
@@ -1165,6 +1166,8 @@ def build_demo(
                 seed,
                 resolution,
                 grow,
+                mask_file,
+                editor,
                 clicks,
             ],
             outputs=[status, live, attention, curve, result, download, settings],

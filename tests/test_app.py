@@ -506,6 +506,21 @@ def test_the_page_wires_clicks_outside_the_queue(get_pipe, get_seg, tmp_path):
     for name in ("next_candidate", "undo_point", "clear_points", "embed_photo", "load_upload"):
         assert named_fns[name].queue is False, name
     assert demo.api_open is False  # queued endpoints cannot be reached past the queue
+    # The API: segment(image, points, labels); edit needs the photo and the prompts, the rest
+    # defaults to the page's values (the session's clicks are not part of it).
+    api = demo.get_api_info()["named_endpoints"]
+    assert [p["parameter_name"] for p in api["/segment"]["parameters"]] == [
+        "image",
+        "points",
+        "labels",
+    ]
+    required = [
+        p["parameter_name"] for p in api["/edit"]["parameters"] if not p["parameter_has_default"]
+    ]
+    assert required == ["image", "source", "target"]
+    assert {"mask_file", "editor", "grow"} <= {
+        p["parameter_name"] for p in api["/edit"]["parameters"]
+    }
 
 
 def test_main_reports_a_sam_checkpoint_that_cannot_load(capsys, tmp_path, monkeypatch, tiny_pipe):
