@@ -520,9 +520,10 @@ def render_clicks(clicks: Clicks, grow: float) -> np.ndarray | None:
     (height, width), (h, w) = clicks.size, shown.shape[:2]
     candidate = clicks.candidate
     if candidate is not None:
-        mask = candidate.mask
-        if mask.shape != (h, w):
-            mask = images.load_mask(mask, size=(h, w))
+        # Nearest-neighbour to the display size (a sliver may vanish there: it is only shown).
+        rows = np.arange(h) * height // h
+        cols = np.arange(w) * width // w
+        mask = candidate.mask[np.ix_(rows, cols)]
         shown = images.mask_overlay(shown, images.grow(mask, round((grow or 0) * w / width)))
     else:
         shown = shown.copy()

@@ -359,6 +359,17 @@ def test_a_click_without_a_photo_asks_for_one(get_seg):
         app.add_point(get_seg, None, app.Clicks(), "object", 0, OBJECT)
 
 
+def test_clicks_on_a_shrunk_photo_are_mapped_to_its_pixels(get_seg, photo_path, monkeypatch):
+    monkeypatch.setattr(app, "DISPLAY_SIDE", W // 2)  # the photo is shown at half its size
+    session = app.load_upload(photo_path)[2]
+    assert session.display.shape == (H // 2, W // 2, 3) and session.size == (H, W)
+    shown, clicks, _ = click(get_seg, photo_path, session, (OBJECT[0] / 2, OBJECT[1] / 2))
+    assert clicks.points == (OBJECT,) and shown.shape == (H // 2, W // 2, 3)
+    assert app.clicked_mask(clicks, 2).shape == (H, W)
+    with pytest.raises(gr.Error, match="outside the 256x192 image"):
+        click(get_seg, photo_path, session, (W // 2, 10))
+
+
 def test_next_candidate_cycles_best_first_and_wraps(get_seg, photo_path, session):
     clicks = click(get_seg, photo_path, session)[1]
     count = len(clicks.candidates)
