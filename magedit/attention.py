@@ -72,7 +72,9 @@ class CallPlan:
                   ``record_self`` into ``controller.store`` (the reconstruction branch).
     inject_row:   replace this row's maps with the stored ones: cross-attention through the
                   refinement ``mapper``/``alphas`` (Eq. 4) when ``inject_cross``; self-attention of
-                  layers at level >= 1 (<= 32x32 queries at 512) when ``inject_self``.
+                  layers at level >= 1 (<= 32x32 queries at 512) when ``inject_self``. With a
+                  record_row in the same call, the stored maps are this call's recorded row's
+                  (one call carries the reconstruction and the editing branch).
     collect_row:  keep this row's cross maps (after injection, with their graph) of the layers at
                   ``collect_level`` in ``controller.collected`` (what the losses read).
     stop_after:   layer name after which the forward stops (:class:`EarlyExit`).
@@ -220,9 +222,11 @@ class MagAttnProcessor:
             rows.add(plan.inject_row)
         if cross and plan.collect_row is not None:
             rows.add(plan.collect_row)
+        recorded = plan.record_row if record else None
         outs = {}
-        for row in sorted(rows):
-            if inject and row == plan.inject_row and not cross and not record:
+        # The recorded row first: a row injected in the same call reads what it stored.
+        for row in sorted(rows, key=lambda r: (r != recorded, r)):
+            if inject and row == plan.inject_row and not cross and row != recorded:
                 # Injected self-attention is the stored map itself: no scores to compute.
                 outs[row] = controller.store[name].to(value.dtype) @ value[row]
                 continue

@@ -177,3 +177,27 @@ def test_early_exit_gives_the_same_loss_and_gradient(unet):
     assert torch.allclose(fast_loss, full_loss)
     assert torch.allclose(fast_grad, full_grad, atol=1e-7)
     assert full_grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("record_row, inject_row", [(1, 3), (3, 1)])
+def test_record_and_inject_in_one_call_equals_two_calls(unet, record_row, inject_row):
+    """One call that records one row and injects into another gives what a record call followed
+    by an inject call gives, whichever row comes first in the batch."""
+    controller = install(unet)
+    controller.mapper = torch.arange(77)
+    controller.alphas = torch.ones(77)
+    controller.alphas[4] = 0
+    both = dict(record_cross=True, record_self=True, inject_cross=True, inject_self=True)
+    try:
+        z, emb = inputs(batch=4)
+        with controller.plan(CallPlan(record_row=record_row, inject_row=inject_row, **both)):
+            joint = run(unet, z, emb)
+        with controller.plan(CallPlan(record_row=record_row, record_cross=True, record_self=True)):
+            recorded = run(unet, z, emb)
+        with controller.plan(CallPlan(inject_row=inject_row, inject_cross=True, inject_self=True)):
+            injected = run(unet, z, emb)
+    finally:
+        unet.set_attn_processor(AttnProcessor2_0())
+    assert torch.allclose(joint[record_row], recorded[record_row], atol=1e-6)
+    assert torch.allclose(joint[inject_row], injected[inject_row], atol=1e-6)
+    assert (joint[inject_row] - recorded[inject_row]).abs().max() > 1e-3
