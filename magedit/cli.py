@@ -75,6 +75,9 @@ FLAG_OF_FIELD = {
     "resolution": "--resolution",
     "seed": "--seed",
     "reference": "--reference",
+    "early_stop": "--early-stop",
+    "channels_last": "--channels-last",
+    "compile": "--compile",
     "steps": "--steps",
 }
 
@@ -288,6 +291,27 @@ def _add_edit(commands) -> None:
         action="store_true",
         default=None,
         help="run Algorithm 1 literally (slower; for checking the fast path)",
+    )
+    tune.add_argument(
+        "--early-stop",
+        dest="early_stop",
+        type=float,
+        metavar="FRACTION",
+        help="end a step's guidance once an iteration improves the loss by less than this "
+        "fraction (default 0: all iterations, as the paper)",
+    )
+    tune.add_argument(
+        "--channels-last",
+        dest="channels_last",
+        action="store_true",
+        default=None,
+        help="run the UNet in channels-last memory format (often faster on GPUs)",
+    )
+    tune.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the UNet (the first edit pays the compilation)",
     )
 
     model = edit.add_argument_group("model")

@@ -73,6 +73,17 @@ class EditConfig:
     # Run Algorithm 1 literally (reconstruction forward every iteration, full UNet forward).
     # Slower; kept so tests and benchmarks can prove the fast path gives the same numbers.
     reference: bool = False
+    # Speed options, off by default (not in the paper). early_stop: end a step's MAG iterations
+    # once an iteration lowered the loss by less than this fraction of the previous iteration's
+    # loss (0 = never: all MAX_IT iterations, as the paper). Changes the result when it triggers.
+    early_stop: float = 0.0
+    # Run the UNet in torch.channels_last memory format (faster convolutions on many GPUs); set on
+    # the pipeline's UNet when an inversion or edit starts. Same numbers up to float rounding.
+    channels_last: bool = False
+    # torch.compile the UNet (default mode), once per pipeline and reused by later edits; the first
+    # call pays the compilation. Where compilation is unavailable or fails, a RuntimeWarning says
+    # so and the UNet runs uncompiled. Same numbers up to float rounding.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         ints = ("steps", "tau1", "tau_self", "tau2", "max_iter", "blend_steps", "null_inner_steps")
@@ -102,6 +113,12 @@ class EditConfig:
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        early = self.early_stop
+        if isinstance(early, bool) or not isinstance(early, int | float) or not 0 <= early < 1:
+            raise ValueError(f"early_stop must be a fraction in [0, 1), got {early!r}")
+        for name in ("reference", "channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.guidance_scale > 50:
             raise ValueError(f"guidance_scale must be at most 50, got {self.guidance_scale}")
         if self.constraint not in CONSTRAINTS:

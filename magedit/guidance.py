@@ -57,11 +57,22 @@ def guide(
     mask: torch.Tensor,
     delta: float,
     max_iter: int,
+    early_stop: float = 0.0,
 ) -> Iterator[GuidanceStep]:
-    """Algorithm 1, lines 1-7: ``max_iter`` masked gradient steps on z*_t; yields after each."""
+    """Algorithm 1, lines 1-7: ``max_iter`` masked gradient steps on z*_t; yields after each.
+
+    ``early_stop`` > 0 ends the loop after the first iteration whose loss is lower than the
+    previous iteration's by less than ``early_stop * |previous loss|`` (0: all ``max_iter``).
+    """
+    previous = None
     for iteration in range(1, max_iter + 1):
         z_var = z.detach().requires_grad_(True)
         loss, ratio = objective(z_var)
         (grad,) = torch.autograd.grad(loss, z_var)
         z = masked_update(z_var.detach(), grad, mask, delta)
-        yield GuidanceStep(iteration, float(loss.detach()), float(ratio.detach()), z)
+        step = GuidanceStep(iteration, float(loss.detach()), float(ratio.detach()), z)
+        yield step
+        stalled = previous is not None and previous - step.loss < early_stop * abs(previous)
+        if early_stop > 0 and stalled:
+            return
+        previous = step.loss

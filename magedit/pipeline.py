@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +166,10 @@ class MagEditPipeline:
         self.text_encoder = _place(text_encoder, self.device, dtype)
         self.controller = install(self.unet)
         self.cache = InversionCache(cache_size)
+        # Execution options of EditConfig, applied by _configure when an inversion or edit starts.
+        self._memory_format = torch.contiguous_format
+        self._compiled = None  # torch.compile(self.unet), made on first use and kept
+        self._use_compiled = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -226,8 +231,40 @@ class MagEditPipeline:
         x = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample
         return (x.float() / 2 + 0.5).clamp(0, 1)
 
+    def _configure(self, config: EditConfig) -> None:
+        """Apply the config's execution options to the UNet: memory format and compilation."""
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        if memory_format != self._memory_format:
+            self.unet.to(memory_format=memory_format)
+            self._memory_format = memory_format
+        self._use_compiled = config.compile
+        if config.compile and self._compiled is None:
+            try:
+                self._compiled = torch.compile(self.unet)
+            except RuntimeError as error:  # e.g. a Python version dynamo does not support yet
+                self._compile_failed(error)
+
+    def _compile_failed(self, error: Exception) -> None:
+        warnings.warn(
+            f"torch.compile is unavailable here ({type(error).__name__}: {error}); the UNet runs "
+            "uncompiled",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._compiled = self.unet
+
     def _eps(self, latents: torch.Tensor, t: int, emb: torch.Tensor) -> torch.Tensor:
-        out = self.unet(latents.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype))
+        latents, emb = latents.to(self.dtype), emb.to(self.dtype)
+        unet = self._compiled if self._use_compiled else self.unet
+        if unet is self.unet:
+            return self.unet(latents, t, encoder_hidden_states=emb).sample.float()
+        try:
+            out = unet(latents, t, encoder_hidden_states=emb)
+        except EarlyExit:
+            raise
+        except Exception as error:  # compilation happens on the first calls: no compiler, ...
+            self._compile_failed(error)
+            out = self.unet(latents, t, encoder_hidden_states=emb)
         return out.sample.float()
 
     @torch.no_grad()
@@ -288,6 +325,7 @@ class MagEditPipeline:
             return dataclasses.replace(cached, cached=True)
 
         start = time.perf_counter()
+        self._configure(config)
         schedule = DDIMSchedule(config.steps)
         cond = self.encode_prompt(source_prompt)
         empty = self.encode_prompt("")
@@ -581,6 +619,7 @@ class MagEditPipeline:
     def _run(self, inversion, plan: _Plan, target_prompt, negative_word):
         config = plan.config
         schedule = plan.schedule
+        self._configure(config)
         torch.manual_seed(config.seed)
         start = time.perf_counter()
         total = config.steps
@@ -591,6 +630,14 @@ class MagEditPipeline:
 
         for i, t in enumerate(schedule.timesteps):
             uncond = uncond_all[i : i + 1]
+            if not config.reference and not config.guide_at(i):
+                # 1-3 in one UNet call: outside MAG neither branch waits for the other.
+                z_source_next, eps_edit = self._joint_step(
+                    inversion, plan, i, t, z_source, z_edit, uncond
+                )
+                z_source, z_edit = self._denoise_step(plan, i, t, eps_edit, z_edit, z_source_next)
+                yield self._denoise_event(plan, self._collected(plan), z_edit, i, start)
+                continue
             # 1. Reconstruction branch: its maps at this step are recorded once and serve every
             #    guidance iteration and the editing branch's denoising step (the reference path
             #    runs it after guidance, as Algorithm 1 line 8 does).
@@ -601,7 +648,15 @@ class MagEditPipeline:
                 delta = step_size(config.constraint, schedule.alpha(t))
                 objective = self._objective(plan, i, t, z_source)
                 with torch.enable_grad():
-                    for step in guide(z_edit, objective, plan.update_mask, delta, config.max_iter):
+                    steps = guide(
+                        z_edit,
+                        objective,
+                        plan.update_mask,
+                        delta,
+                        config.max_iter,
+                        config.early_stop,
+                    )
+                    for step in steps:
                         z_edit = step.z
                         plan.losses.append(
                             {
@@ -635,14 +690,9 @@ class MagEditPipeline:
             eps_edit = self._guided_eps(
                 z_edit, t, uncond, plan.target_emb, config.guidance_scale, inject
             )
-            maps = [self.controller.collected[name].detach() for name in plan.loss_layers]
+            maps = self._collected(plan)
             # 4. DDIM step of the editing branch; latent blend in the last steps.
-            z_source = z_source_next
-            z_edit = schedule.prev(eps_edit, t, z_edit)
-            if config.blend_at(i):
-                z_edit = latent_blend(z_edit, z_source, plan.blend_mask)
-            self._check_finite(z_edit, i + 1, "edited")
-            self._check_finite(z_source, i + 1, "reconstruction")
+            z_source, z_edit = self._denoise_step(plan, i, t, eps_edit, z_edit, z_source_next)
             yield self._denoise_event(plan, maps, z_edit, i, start)
 
         edit_seconds = time.perf_counter() - start
@@ -671,6 +721,59 @@ class MagEditPipeline:
             source_latents=z_source,
             inversion_cached=inversion.cached,
         )
+
+    def _collected(self, plan: _Plan) -> list[torch.Tensor]:
+        """The editing branch's maps at the loss level kept by its last UNet call."""
+        return [self.controller.collected[name].detach() for name in plan.loss_layers]
+
+    def _denoise_step(self, plan: _Plan, i: int, t: int, eps_edit, z_edit, z_source_next):
+        """DDIM step of the editing branch and the latent blend; returns (z_source, z_edit)."""
+        z_edit = plan.schedule.prev(eps_edit, t, z_edit)
+        if plan.config.blend_at(i):
+            z_edit = latent_blend(z_edit, z_source_next, plan.blend_mask)
+        self._check_finite(z_edit, i + 1, "edited")
+        self._check_finite(z_source_next, i + 1, "reconstruction")
+        return z_source_next, z_edit
+
+    @torch.no_grad()
+    def _joint_step(self, inversion, plan: _Plan, i: int, t: int, z_source, z_edit, uncond):
+        """Both branches of step i in one UNet call (a step without MAG).
+
+        Rows [source-uncond, source-cond, edit-uncond, edit-cond]; with direct inversion the
+        reconstruction is the inversion trajectory, so rows [source-cond, edit-uncond, edit-cond],
+        the first only while something is injected. The source-cond row's maps are recorded and
+        injected into the edit-cond row of the same call (rows are processed recorded row first).
+        Returns (the reconstruction's next latent, the edit's guided noise (1, 4, h, w)).
+        """
+        config = plan.config
+        record_cross, record_self = config.cross_inject_at(i), config.self_inject_at(i)
+        direct = inversion.method == "direct"
+        if direct:
+            source = [(z_source, plan.source_emb)] if record_cross or record_self else []
+        else:
+            source = [(z_source, uncond), (z_source, plan.source_emb)]
+        rows = [*source, (z_edit, uncond), (z_edit, plan.target_emb)]
+        edit = len(rows) - 1
+        call = CallPlan(
+            record_row=len(source) - 1 if source else None,
+            record_cross=record_cross,
+            record_self=record_self,
+            inject_row=edit,
+            inject_cross=record_cross,
+            inject_self=record_self,
+            collect_row=edit,
+            collect_level=plan.level,
+        )
+        latents = torch.cat([z for z, _ in rows])
+        emb = torch.cat([e for _, e in rows])
+        with self.controller.plan(call):
+            eps = self._eps(latents, t, emb)
+        g = config.guidance_scale
+        eps_edit = eps[edit - 1 : edit] + g * (eps[edit : edit + 1] - eps[edit - 1 : edit])
+        if direct:
+            return inversion.trajectory[config.steps - i - 1].to(self.device), eps_edit
+        eps_source = eps[0:1] + g * (eps[1:2] - eps[0:1])
+        return plan.schedule.prev(eps_source, t, z_source), eps_edit
 
     def _reconstruct(self, inversion, plan: _Plan, i: int, t: int, z_source, uncond):
         """Record the reconstruction branch's maps at step i and return its next latent."""

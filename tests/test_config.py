@@ -33,6 +33,11 @@ def test_schedule_matches_authors_fractions():
     assert not any(c.replace(max_iter=0).guide_at(i) for i in range(50))
 
 
+def test_speed_options_are_off_by_default():
+    c = EditConfig()
+    assert (c.early_stop, c.channels_last, c.compile, c.reference) == (0.0, False, False, False)
+
+
 def test_presets():
     assert preset("color").constraint == "token_ratio"
     assert preset("object").constraint == "spatial_ratio" and preset("object").tau1 == 40
@@ -56,6 +61,10 @@ def test_with_steps_rescales():
         ({"constraint": "area"}, "constraint must be one of"),
         ({"inversion": "magic"}, "inversion must be one of"),
         ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"early_stop": 1.5}, r"early_stop must be a fraction in \[0, 1\)"),
+        ({"early_stop": -0.1}, "early_stop must be a fraction"),
+        ({"compile": "yes"}, "compile must be True or False"),
+        ({"channels_last": 1}, "channels_last must be True or False"),
     ],
 )
 def test_bad_values_are_refused(bad, message):

@@ -92,15 +92,13 @@ def test_fast_path_equals_the_paper_literal_reference_path(tiny_pipe, photo, reg
     cfg = config(inversion=inversion, max_iter=3)
     fast_events, fast = run(tiny_pipe, photo, region, cfg)
     ref_events, ref = run(tiny_pipe, photo, region, cfg.replace(reference=True))
-    if inversion == "direct":
-        # Same reconstruction maps (a batch-1 pass) and an early exit that stops after the maps it
-        # reads: the two paths do the same arithmetic.
-        assert torch.equal(fast.latents, ref.latents)
-    else:
-        # The fast path reuses the batch-2 reconstruction pass's maps; the reference recomputes
-        # them at batch 1 each iteration: equal up to float rounding.
-        assert torch.allclose(fast.latents, ref.latents, atol=1e-3)
-        assert (fast.latents - ref.latents).abs().mean() < 1e-5
+    # Equal up to float rounding: outside MAG the fast path runs both branches in one batch-4
+    # (direct: batch-3) UNet call where the reference makes two calls, and it reuses the
+    # reconstruction pass's maps where the reference recomputes them at batch 1. A UNet output
+    # changes by ~1e-6 with the batch's composition on CPU; classifier-free guidance (x7.5) and the
+    # DDIM steps carry that to ~1e-4 on the final latent.
+    assert torch.allclose(fast.latents, ref.latents, atol=1e-3)
+    assert (fast.latents - ref.latents).abs().mean() < 1e-5
     fast_losses = [e.loss for e in fast_events if e.phase == "guidance"]
     ref_losses = [e.loss for e in ref_events if e.phase == "guidance"]
     assert np.allclose(fast_losses, ref_losses, rtol=1e-4, atol=1e-6)
@@ -225,8 +223,8 @@ def test_nan_latents_stop_the_edit_with_a_readable_error(tiny_pipe, photo, regio
     def eps_with_nan(latents, t, emb):
         calls.append(t)
         out = real_eps(latents, t, emb)
-        # Two UNet calls per step (reconstruction, edit): from step 4 on the UNet returns NaN.
-        return out * float("nan") if len(calls) > 6 else out
+        # One UNet call per step outside MAG (both branches batched): from step 4 on, NaN.
+        return out * float("nan") if len(calls) > 3 else out
 
     monkeypatch.setattr(tiny_pipe, "_eps", eps_with_nan)
     events = tiny_pipe.edit(inversion, TARGET, mask=region, config=cfg)
