@@ -303,6 +303,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--flops", action="store_true", help="also count FLOPs (an extra run)")
     parser.add_argument("--no-reedit", action="store_true", help="skip the cached re-edit timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="EditConfig(compile=True)")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="EditConfig(channels_last=True)"
+    )
+    parser.add_argument(
+        "--early-stop", type=float, default=0.0, help="EditConfig(early_stop=...); 0 = off"
+    )
     return parser.parse_args(argv)
 
 
@@ -323,8 +330,13 @@ def main(argv=None) -> int:
     )
     build_seconds = time.perf_counter() - built
     image, mask = scene(resolution, resolution)
-    # Warm-up (kernel selection, allocator, lazy imports) so the first timed run is not penalised.
-    warm = EditConfig(inversion="direct", resolution=resolution).with_steps(2).replace(max_iter=1)
+    options = dict(
+        compile=args.compile, channels_last=args.channels_last, early_stop=args.early_stop
+    )
+    # Warm-up (kernel selection, allocator, lazy imports; with --compile, the compilation) so the
+    # first timed run is not penalised.
+    warm = EditConfig(inversion="direct", resolution=resolution, **options)
+    warm = warm.with_steps(2).replace(max_iter=1)
     for reference in (False, True):
         run_one(pipe, image, mask, warm.replace(reference=reference), flops=False, reedit=False)
     common = {
@@ -339,6 +351,7 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "iterations": args.iterations,
         "tau2": args.tau2,
+        "options": options,
         "build_seconds": round(build_seconds, 2),
     }
     results: dict[tuple[str, str], dict[str, Any]] = {}
@@ -346,7 +359,10 @@ def main(argv=None) -> int:
         for path in args.paths.split(","):
             base = EditConfig(inversion=method, resolution=resolution, seed=args.seed)
             config = base.with_steps(args.steps).replace(
-                max_iter=args.iterations, tau2=args.tau2, reference=path == "reference"
+                max_iter=args.iterations,
+                tau2=args.tau2,
+                reference=path == "reference",
+                **options,
             )
             record = {**common, "inversion": method, "path": path}
             try:
