@@ -82,7 +82,9 @@ class EditConfig:
     channels_last: bool = False
     # torch.compile the UNet (default mode), once per pipeline and reused by later edits; the first
     # call pays the compilation. Where compilation is unavailable or fails, a RuntimeWarning says
-    # so and the UNet runs uncompiled. Same numbers up to float rounding.
+    # so and the UNet runs uncompiled. Same numbers up to float rounding. Experimental: dynamo
+    # recompiles the attention processors per call plan and map size (it hits its recompile
+    # limit), so on a CPU even a tiny model's first compiled edit takes minutes; GPU gain unmeasured.
     compile: bool = False
 
     def __post_init__(self) -> None:
