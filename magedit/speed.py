@@ -130,6 +130,16 @@ class FlopCount(TorchDispatchMode):
         return out
 
 
+def _iteration_flops(objective, z: torch.Tensor) -> int:
+    """FLOPs of one MAG iteration: the objective's forward and the gradient with respect to z."""
+    counter = FlopCount()
+    with counter, torch.enable_grad():
+        z_var = z.clone().requires_grad_(True)
+        loss, _ = objective(z_var)
+        torch.autograd.grad(loss, z_var)
+    return counter.flops
+
+
 def mag_iteration_flops(pipe, inversion, mask, config) -> int:
     """FLOPs (forward + backward) of one MAG iteration at the first guided step."""
     from magedit.pipeline import Region
@@ -138,13 +148,7 @@ def mag_iteration_flops(pipe, inversion, mask, config) -> int:
     t = plan.schedule.timesteps[0]
     z = inversion.z_T.to(pipe.device)
     pipe._reconstruct(inversion, plan, 0, t, z, inversion.uncond[:1].to(pipe.device))
-    objective = pipe._objective(plan, 0, t, z)
-    counter = FlopCount()
-    with counter, torch.enable_grad():
-        z_var = z.clone().requires_grad_(True)
-        loss, _ = objective(z_var)
-        torch.autograd.grad(loss, z_var)
-    return counter.flops
+    return _iteration_flops(pipe._objective(plan, 0, t, z), z)
 
 
 def meta_mag_iteration_flops(
@@ -221,13 +225,7 @@ def meta_mag_iteration_flops(
             record = CallPlan(record_row=0, record_cross=True, record_self=True)
             with torch.no_grad(), controller.plan(record):
                 pipe._eps(z, t, emb)
-        objective = pipe._objective(plan, 0, t, z)
-        counter = FlopCount()
-        with counter, torch.enable_grad():
-            z_var = z.clone().requires_grad_(True)
-            loss, _ = objective(z_var)
-            torch.autograd.grad(loss, z_var)
-        flops[path] = counter.flops
+        flops[path] = _iteration_flops(pipe._objective(plan, 0, t, z), z)
     return flops
 
 
