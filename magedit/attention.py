@@ -112,12 +112,16 @@ class AttentionController:
         finally:
             self.active = None
 
+    def cross_layers_at(self, level: int) -> list[str]:
+        """Names of the cross-attention layers at ``level``, in forward order."""
+        infos = [info for info in self.layers.values() if info.cross and info.level == level]
+        if not infos:
+            raise ValueError(f"the UNet has no cross-attention layer at level {level}")
+        return [info.name for info in sorted(infos, key=lambda info: info.order)]
+
     def last_layer_at(self, level: int) -> str:
         """Name of the last cross-attention layer at ``level`` in forward order."""
-        names = [info for info in self.layers.values() if info.cross and info.level == level]
-        if not names:
-            raise ValueError(f"the UNet has no cross-attention layer at level {level}")
-        return max(names, key=lambda info: info.order).name
+        return self.cross_layers_at(level)[-1]
 
     def levels(self, cross: bool = True) -> set[int]:
         return {info.level for info in self.layers.values() if info.cross == cross}

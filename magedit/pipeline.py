@@ -480,10 +480,6 @@ class MagEditPipeline:
         mapper, alphas = prompts.refinement_mapper(tok, source, target)
         self.controller.mapper = mapper.to(self.device)
         self.controller.alphas = alphas.to(self.device)
-        names = sorted(
-            (i for i in self.controller.layers.values() if i.cross and i.level == level),
-            key=lambda info: info.order,
-        )
         return _Plan(
             config=config,
             schedule=DDIMSchedule(config.steps),
@@ -496,7 +492,7 @@ class MagEditPipeline:
             negative_positions=negative_positions,
             negative_mask=negative_mask,
             level=level,
-            loss_layers=[info.name for info in names],
+            loss_layers=self.controller.cross_layers_at(level),
             stop_after=None if config.reference else self.controller.last_layer_at(level),
         )
 

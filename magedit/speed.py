@@ -187,10 +187,6 @@ def meta_mag_iteration_flops(
     controller.alphas = torch.ones(77, device=meta)
     side = resolution // 8
     level = 2  # the paper's loss level: latent / 4
-    names = sorted(
-        (i for i in controller.layers.values() if i.cross and i.level == level),
-        key=lambda info: info.order,
-    )
     emb = torch.zeros(1, 77, unet.config.cross_attention_dim, device=meta)
     latent_mask = torch.zeros(1, 1, side, side, device=meta)
     region = PreparedRegion(
@@ -217,7 +213,7 @@ def meta_mag_iteration_flops(
             negative_positions=None,
             negative_mask=None,
             level=level,
-            loss_layers=[info.name for info in names],
+            loss_layers=controller.cross_layers_at(level),
             stop_after=None if config.reference else controller.last_layer_at(level),
         )
         t = int(plan.schedule.timesteps[0])
