@@ -5,6 +5,7 @@ makes a mask from clicks with Segment Anything.
         --target "a room with a green sofa" --out green.png
     magedit segment --image room.jpg --point 320,240 --negative 40,30 --out sofa.png
     magedit edit --image room.jpg --point 320,240 --source ... --target ... --out green.png
+    magedit bench DATASET --methods magedit-tr,p2p --out results/   (``magedit.bench``)
 
 Nothing heavy is imported here: torch, diffusers and the pipeline load inside the command
 functions, so ``magedit --help`` answers at once. Bad input ends in one line
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_edit(commands)
     _add_segment(commands)
+    _add_bench(commands)
     commands.add_parser(
         "speed",
         add_help=False,
@@ -397,6 +399,90 @@ def _add_segment(commands) -> None:
     )
 
 
+def _add_bench(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="run methods on a dataset and measure them as the paper's Table 1",
+        description=(
+            "Run each method on each item of a dataset (a folder with images, masks and "
+            "prompts.jsonl) and measure the edits: local CLIP score, DINO-ViT distance, PSNR/SSIM "
+            "outside the mask, attention in the mask. Writes the edits, results.csv, table.md and "
+            "a contact sheet; a second run resumes. Under `accelerate launch -m magedit bench "
+            "...` each process takes its shard of the items."
+        ),
+    )
+    bench.set_defaults(func=run_bench)
+    bench.add_argument("dataset", nargs="?", metavar="DATASET", help="the dataset folder")
+    bench.add_argument(
+        "--make-sample",
+        metavar="DIR",
+        help="write a sample dataset from the repository's assets/ examples into DIR and stop",
+    )
+    bench.add_argument(
+        "--methods",
+        default="magedit-tr,magedit-sr,p2p-blend,p2p",
+        metavar="LIST",
+        help="comma-separated, from magedit-tr, magedit-sr, p2p-blend (MAX_IT = 0), p2p (no "
+        "latent blend); default: all four",
+    )
+    bench.add_argument(
+        "--out", default="results", metavar="DIR", help="output folder (default: results)"
+    )
+    bench.add_argument(
+        "--steps", type=int, metavar="N", help="denoising steps (default 50; --tiny: 4)"
+    )
+    bench.add_argument(
+        "--resolution",
+        type=int,
+        metavar="PX",
+        help="long side of the processing size (default 512; --tiny: 128)",
+    )
+    bench.add_argument(
+        "--iterations",
+        type=int,
+        metavar="N",
+        help="MAX_IT of the magedit methods (default: the paper's 15)",
+    )
+    bench.add_argument("--seed", type=int, default=0, metavar="N", help="seed of every edit")
+    bench.add_argument(
+        "--inversion",
+        choices=INVERSION_METHODS,
+        default="null_text",
+        help="how each photo is inverted (default: null_text, as the paper for every method)",
+    )
+    bench.add_argument("--limit", type=int, metavar="N", help="only the first N items")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    model = bench.add_argument_group("models")
+    source = model.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model",
+        metavar="ID_OR_FOLDER",
+        help=f"SD v1.x model (default: $MAGEDIT_MODEL or {SD14_MODEL})",
+    )
+    source.add_argument(
+        "--tiny",
+        action="store_true",
+        help="random-weight offline SD, CLIP and DINO: the numbers are meaningless",
+    )
+    model.add_argument(
+        "--clip-model",
+        metavar="ID_OR_FOLDER",
+        help="CLIP for the local CLIP score (default: openai/clip-vit-large-patch14)",
+    )
+    model.add_argument(
+        "--dino-model",
+        metavar="ID_OR_FOLDER",
+        help="DINO ViT for the structure distance (default: facebook/dino-vitb8)",
+    )
+    model.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="torch device (default: this process's GPU under accelerate, else cuda if "
+        "available, else cpu)",
+    )
+    model.add_argument("--dtype", choices=DTYPES, default="auto", help="the SD model's dtype")
+
+
 def _add_clicks(group) -> None:
     group.add_argument(
         "--point",
@@ -651,6 +737,108 @@ def run_edit(args: argparse.Namespace) -> int:
     spent = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
     print(f"{out}  {spent}{cached}")
     return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------
+# magedit bench
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``magedit bench``: write a sample dataset, or check a dataset, load the models (once per
+    process), run this process's shard, merge on the main process."""
+    from magedit import bench
+
+    # 1. Check inputs that need no model: the dataset, the methods, the numbers.
+    if args.make_sample:
+        if args.dataset:
+            raise UsageError("--make-sample DIR writes a dataset; give no DATASET with it")
+        path = bench.make_sample(args.make_sample)
+        count = len(bench.load_dataset(path.parent))
+        print(f"{path}  {count} items; run: {PROG} bench {path.parent} --tiny")
+        return EXIT_OK
+    if not args.dataset:
+        raise UsageError("give a DATASET folder, or --make-sample DIR to write an example one")
+    if args.tiny and (args.clip_model or args.dino_model):
+        raise UsageError("--clip-model/--dino-model do not go with --tiny (random weights)")
+    methods = bench.parse_methods(args.methods)
+    items = bench.load_dataset(args.dataset)
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit is {args.limit}; give 1 or more items")
+    steps = args.steps if args.steps is not None else (4 if args.tiny else 50)
+    resolution = args.resolution if args.resolution is not None else (128 if args.tiny else 512)
+    try:
+        bench.method_config(
+            "magedit-tr", items[0].type, steps, resolution, args.seed, "ddim", args.iterations
+        )
+    except ValueError as error:
+        message = str(error)
+        for name, flag in (
+            ("steps", "--steps"),
+            ("resolution", "--resolution"),
+            ("seed", "--seed"),
+            ("max_iter", "--iterations"),
+        ):
+            if message.startswith(f"{name} "):
+                message = flag + message[len(name) :]
+        raise ValueError(message) from None
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out '{args.out}' is a file; give a folder")
+
+    # 2. Models: this process's device under accelerate, loaded once.
+    rank, world, state = bench.process_state()
+    device = args.device or (str(state.device) if state is not None else None)
+    _quiet_libraries()
+    pipe = load_pipeline(args.model, device, args.dtype, args.tiny)
+    metrics = load_metrics(args.clip_model, args.dino_model, str(pipe.device), args.tiny)
+    if args.tiny and rank == 0:
+        print(
+            f"{PROG}: warning: --tiny uses random, untrained weights; the numbers are noise",
+            file=sys.stderr,
+        )
+
+    # 3. Run the shard; the main process merges and writes the table and the contact sheet.
+    summary = bench.run_bench(
+        args.dataset,
+        out,
+        methods,
+        pipe=pipe,
+        metrics=metrics,
+        steps=steps,
+        resolution=resolution,
+        seed=args.seed,
+        inversion=args.inversion,
+        iterations=args.iterations,
+        model=pipe.model_id,
+        limit=args.limit,
+        state=state,
+        quiet=args.quiet,
+    )
+    for path in summary.outputs:
+        print(path)
+    return EXIT_OK
+
+
+@functools.lru_cache(maxsize=2)
+def load_metrics(clip: str | None, dino: str | None, device: str, tiny: bool):
+    """CLIP and DINO for ``magedit bench``, once per process for these settings; a load failure
+    names the way out."""
+    from magedit.evaluate import CLIP_MODEL, DINO_MODEL, Metrics
+
+    if tiny:
+        return Metrics.tiny(device)
+    names = (clip or CLIP_MODEL, dino or DINO_MODEL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Metrics.from_pretrained(*names, device=device)
+    except (OSError, ValueError) as error:
+        reason = _one_line(str(error))[:200]
+        raise ValueError(
+            f"cannot load the metric models {names[0]} / {names[1]} ({reason}); without network "
+            "they must already be in the Hugging Face cache: pass --clip-model/--dino-model "
+            "/local/folder, or --tiny to try the benchmark offline with random weights"
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------
