@@ -16,10 +16,15 @@ import contextlib
 import dataclasses
 import functools
 import html
+import inspect
+import json
+import math
+import numbers
 import os
 import queue
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,22 +39,40 @@ import pandas as pd
 from magedit import images, preview, prompts
 from magedit.config import PRESETS, SD14_MODEL, EditConfig, default_model
 
+try:  # Hugging Face's ZeroGPU decorator; outside a ZeroGPU Space it returns the function as is
+    import spaces
+
+    _gpu = spaces.GPU
+except ImportError:  # spaces is optional off Hugging Face: the same no-op
+
+    def _gpu(task=None, **_: Any):
+        return task if callable(task) else (lambda fn: fn)
+
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from magedit.inversion import Inversion
-    from magedit.pipeline import EditEvent, EditResult, MagEditPipeline
+    from magedit.pipeline import EditEvent, EditResult, MagEditPipeline, Region
     from magedit.segment import MaskCandidate, Segmenter
 
 T = TypeVar("T")
 
-# Results are written here under generated names; the folder is served to the page (launch's
-# allowed_paths) and pruned to the newest MAX_OUTPUTS files.
+# Results are written here under generated names and pruned to the newest MAX_OUTPUTS files.
+# Gradio copies what a handler returns into its own cache and serves it from there, so this folder
+# is not among launch's allowed_paths; it must lie under the working folder or the temp folder,
+# where Gradio accepts files returned by handlers (main() checks).
 OUTPUT_DIR = Path(
     os.environ.get("MAGEDIT_OUTPUT_DIR") or Path(__file__).resolve().parent / "outputs"
 )
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"  # examples; the only folder served as is
 MAX_OUTPUTS = 200
 QUEUE_SIZE = 16  # edits waiting beyond this are refused with "queue full" rather than piling up
+TIME_LIMIT = 600.0  # seconds of wall clock per edit job (--time-limit); stopped with an error
+MAX_FILE_SIZE = "25mb"  # uploads above this are refused by Gradio before our code sees them
+# Gradio's cache (uploads, returned images): every 30 minutes, delete what is older than 2 hours.
+DELETE_CACHE = (1800, 7200)
+GALLERY_SIZE = 12  # this session's newest results kept in its gallery
 # Guidance iterations and inversion steps can come many per second; the page is refreshed at most
 # this often for them (every denoising step is always shown).
 REFRESH_SECONDS = 0.25
@@ -63,8 +86,47 @@ PRESET_INFO = (
     "color / texture: change what the region looks like, keep its shape. "
     "object: replace the object (its shape may change)."
 )
-# The values each handler's update holds, in the order of the edit event's outputs.
-EDIT_OUTPUTS = ("status", "preview", "attention", "curve", "result", "download", "settings")
+# The values each handler's update holds, in the order of the edit event's outputs (the API
+# returns all but "history", the session's gallery state).
+EDIT_OUTPUTS = (
+    "status",
+    "preview",
+    "attention",
+    "curve",
+    "result",
+    "download",
+    "settings",
+    "history",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric control accepts, on the page (its slider) and through the API."""
+
+    label: str  # how error messages name the control
+    low: float
+    high: float
+    integer: bool = False
+
+    def text(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        return f"{kind} from {self.low:.10g} to {self.high:.10g}"
+
+
+# Every number the edit takes. The sliders are built from these, and run_edit checks each value
+# against them, because the API lets a client send anything (outside the range, 2.5 for an integer
+# field, NaN).
+RANGES = {
+    "iterations": Range("iterations", 0, 30, integer=True),
+    "granularity": Range("granularity", 0, 10),
+    "steps": Range("steps", 5, 100, integer=True),  # 5: a quick, rough look
+    "guidance": Range("guidance scale", 1, 15),
+    "seed": Range("seed", 0, 2**31 - 1, integer=True),
+    "grow": Range("grow (pixels)", 0, 50, integer=True),
+    "region2_weight": Range("the second region's weight", 0.1, 10),
+}
+RESOLUTIONS = [256, 384, 512]
 CURVE_COLUMNS = ["step", "value", "series"]
 # Click to segment.
 CLICK_MODES = ["object", "background"]  # what a click on the photo adds: label 1 or label 0
@@ -109,13 +171,27 @@ class _Cancelled(Exception):
     """Raised inside the worker thread when the page cancelled the edit."""
 
 
+class JobTimeout(Exception):
+    """An edit ran past its wall-clock limit (``--time-limit``) and was stopped."""
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+OUT_OF_MEMORY = (
+    "out of GPU memory; use fewer iterations or steps, a smaller resolution (Advanced), or try "
+    "again when other edits have finished"
+)
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, or a RuntimeError saying so (cuDNN, cuBLAS and MPS raise
+    plain RuntimeErrors with "out of memory" in the message)."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
+    if torch is not None and isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
 def user_error(message: str, title: str = "Cannot edit") -> gr.Error:
@@ -128,21 +204,18 @@ def user_error(message: str, title: str = "Cannot edit") -> gr.Error:
 @contextlib.contextmanager
 def gradio_errors(title: str = "Cannot edit") -> Iterator[None]:
     """Turn the library's expected failures into gr.Error with its message: bad input
-    (ValueError), diverged latents (FloatingPointError) and out of GPU memory. Anything else is a
-    bug: it propagates, and the page shows a generic error (launch(show_error=False))."""
+    (ValueError), diverged latents (FloatingPointError), a job past its time limit (JobTimeout)
+    and out of GPU memory. Anything else is a bug: it propagates, and the page shows a generic
+    error (launch(show_error=False)) without its traceback."""
     try:
         yield
     except gr.Error:
         raise
-    except (ValueError, FloatingPointError) as error:
+    except (ValueError, FloatingPointError, JobTimeout) as error:
         raise user_error(str(error), title) from None
     except RuntimeError as error:
         if _is_out_of_memory(error):
-            raise user_error(
-                "out of GPU memory; lower the resolution or the steps, or try again when other "
-                "edits have finished",
-                title,
-            ) from None
+            raise user_error(OUT_OF_MEMORY, title) from None
         raise
 
 
@@ -184,15 +257,18 @@ def _pipeline(get_pipeline: Callable[[], MagEditPipeline]) -> MagEditPipeline:
 # Inputs: image, mask, prompts, settings
 
 
-def load_upload(image: Any) -> tuple[dict[str, Any] | None, str, Clicks, np.ndarray | None, str]:
-    """Image upload -> (the mask editor's value with the photo as background, status line, this
-    session's new ``Clicks``, the photo to click on, the mask's status line).
+def load_upload(
+    image: Any,
+) -> tuple[dict[str, Any] | None, str, Clicks, np.ndarray | None, str, dict[str, Any] | None]:
+    """Image upload -> (the brush editor's value with the photo as background, status line, this
+    session's new ``Clicks``, the photo to click on, the mask's status line, the second region's
+    brush editor's value).
 
     ``image`` is what gr.Image gives (a file path) or None when the image was cleared. The
-    clicks of the previous photo are dropped; ``embed_photo`` runs next.
+    clicks and the painting of the previous photo are dropped; ``embed_photo`` runs next.
     """
     if image is None:
-        return None, "", Clicks(), None, ""
+        return None, "", Clicks(), None, "", None
     with gradio_errors():
         photo = images.load_image(image)
     height, width = photo.shape[:2]
@@ -205,6 +281,7 @@ def load_upload(image: Any) -> tuple[dict[str, Any] | None, str, Clicks, np.ndar
         clicks,
         clicks.display,
         "Preparing Segment Anything for this photo…",
+        dict(value),
     )
 
 
@@ -216,31 +293,70 @@ def read_mask(
 ) -> np.ndarray:
     """The region to edit as an HxW bool mask at ``size`` = (height, width) of the photo.
 
-    ``mask_file`` (a path or array), when given, is used instead of anything else. Otherwise the
-    region is ``clicked`` (the clicked mask, grown; ``clicked_mask``) united with what was painted
-    in ``editor``, a gr.ImageEditor value {"background", "layers", "composite"} with RGBA layers:
-    painted is where any layer's alpha is above 0 (the brush colour does not matter).
+    ``mask_file`` (a path or array), when given, is used instead of anything else. Otherwise it
+    is what is painted in ``editor``, a gr.ImageEditor value {"background", "layers",
+    "composite"} with RGBA layers (painted: alpha above 0, whatever the colour). The page puts the
+    clicked mask into the editor as its starting layer (``brush_layer``), so the brush adds to it
+    and the eraser removes from it. With nothing painted, it is ``clicked`` (the clicked mask,
+    grown; ``clicked_mask``): an API call, or an editor not refreshed yet.
     """
     with gradio_errors():
         if mask_file is not None:
             return images.load_mask(mask_file, size=size)
+        painted = _editor_mask(editor, size)
+        if painted is not None:
+            return painted
         if clicked is not None and clicked.shape != tuple(size):
             raise ValueError(
                 f"the clicked mask is {clicked.shape[1]}x{clicked.shape[0]} pixels but the photo "
                 f"is {size[1]}x{size[0]}; clear the points and click the object again"
             )
-        masks = [np.zeros(size, dtype=bool) if clicked is None else clicked]
-        layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
-        for painted in map(_painted, layers):
-            if painted.any():  # layers are the canvas's size, normally the photo's
-                masks.append(images.load_mask(painted, size=size))
-        mask = images.mask_union(*masks)
-        if not mask.any():
+        if clicked is None or not clicked.any():
             raise ValueError(
                 "no region is marked; click the object on the photo, paint the region to edit on "
                 "it with the brush, or upload a mask file"
             )
-        return mask
+        return clicked
+
+
+def _editor_mask(editor: dict[str, Any] | None, size: tuple[int, int]) -> np.ndarray | None:
+    """The union of an editor value's painted layers at ``size`` (layers are the canvas's size,
+    normally the photo's), or None when nothing is painted."""
+    layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
+    masks = [images.load_mask(p, size=size) for p in map(_painted, layers) if p.any()]
+    return images.mask_union(*masks) if masks else None
+
+
+BRUSH_RGBA = (255, 45, 85, 153)  # the brush's colour (#ff2d55 at 60%), also the clicked layer's
+REGION2_BRUSH_RGBA = (45, 140, 255, 153)  # the second region's brush (#2d8cff at 60%)
+
+
+def brush_layer(editor: dict[str, Any] | None, clicks: Clicks, grow: float) -> Any:
+    """After a click, undo, clear, next candidate or grow: the brush editor's value with the
+    clicked mask (grown by ``grow`` pixels) as its one layer, so the brush refines what Segment
+    Anything found. Clicking again starts the layer afresh from the new mask. gr.skip() when the
+    editor holds no photo."""
+    background = (editor or {}).get("background")
+    if background is None or clicks.size is None:
+        return gr.skip()
+    background = np.asarray(background)
+    height, width = background.shape[:2]
+    mask = clicked_mask(clicks, check_number("grow", grow))
+    if mask is None:
+        return {"background": background, "layers": [], "composite": background}
+    if mask.shape != (height, width):  # the canvas is the photo's size; nearest when it is not
+        rows = np.arange(height) * mask.shape[0] // height
+        cols = np.arange(width) * mask.shape[1] // width
+        mask = mask[np.ix_(rows, cols)]
+    layer = np.zeros((height, width, 4), np.uint8)
+    layer[mask] = BRUSH_RGBA
+    composite = background.copy()
+    alpha = BRUSH_RGBA[3] / 255
+    colour = np.asarray(BRUSH_RGBA[: composite.shape[2]], np.float32)
+    composite[mask] = (composite[mask] * (1 - alpha) + colour * alpha).round().astype(np.uint8)
+    if composite.shape[2] == 4:
+        composite[mask, 3] = background[mask, 3]
+    return {"background": background, "layers": [layer], "composite": composite}
 
 
 def _painted(layer: Any) -> np.ndarray:
@@ -279,22 +395,54 @@ def check_prompts(
     negative_word: str | None,
     *,
     guided: bool = True,
+    exclude: Sequence[str] = (),
 ) -> Prompts:
     """Check the prompts and words with the model's tokenizer; raise ValueError with the fix.
 
-    Empty ``words`` picks the words the target adds (``prompts.edit_words``). ``guided``: MAG
-    runs (iterations > 0), so every edit word must hold a token that is new in the target.
+    Empty ``words`` picks the words the target adds (``prompts.edit_words``) except those in
+    ``exclude`` (the second region's). ``guided``: MAG runs (iterations > 0), so every edit word
+    must hold a token that is new in the target.
     """
     source = prompts.check_prompt(tokenizer, source, what="source prompt")
     target = prompts.check_prompt(tokenizer, target, what="target prompt")
-    chosen, _ = prompts.edit_word_positions(
-        tokenizer, source, target, parse_words(words), guided=guided
-    )
+    typed = parse_words(words)
+    if not typed and exclude:
+        typed = [w for w in prompts.edit_words(tokenizer, source, target) if w not in exclude]
+        if not typed:
+            raise ValueError(
+                "the target prompt adds no word for the first region besides the second "
+                "region's; type the first region's edit words"
+            )
+    chosen, _ = prompts.edit_word_positions(tokenizer, source, target, typed, guided=guided)
     negative = (negative_word or "").strip() or None
     if negative:
         # The negative word's attention is read under the source prompt (Eq. 7).
         prompts.require_word(tokenizer, source, negative, what="source prompt")
     return Prompts(source, target, chosen, negative)
+
+
+def check_number(name: str, value: Any) -> int | float:
+    """A control's value checked against ``RANGES[name]``: an int for integer controls, a float
+    otherwise. Raises ValueError naming the control and what it accepts for None, text, NaN,
+    infinity, a fraction where a whole number is needed, or a value outside the range."""
+    limits = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        shown = "empty" if value is None or value == "" else f"{_short(value)}, not a number"
+        raise ValueError(f"{limits.label} is {shown}; give {limits.text()}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{limits.label} is {number}; give {limits.text()}")
+    if limits.integer and not number.is_integer():
+        raise ValueError(f"{limits.label} is {number:g}; give {limits.text()}")
+    if not limits.low <= number <= limits.high:
+        raise ValueError(f"{limits.label} is {number:.10g}, out of range; give {limits.text()}")
+    return int(number) if limits.integer else number
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """repr of a value from the API, cut short (it is shown in an error message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def build_config(
@@ -307,20 +455,24 @@ def build_config(
     seed: float | None,
     resolution: float,
 ) -> EditConfig:
-    """The named preset on ``steps`` steps (its taus scaled) with the page's settings applied."""
+    """The named preset on ``steps`` steps (its taus scaled) with the page's settings applied.
+    Every value is checked first (``check_number``, the choices of the radios): ValueError."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    if seed is None or steps is None or iterations is None or resolution is None:
-        raise ValueError("a setting is empty; type a whole number for the seed and the steps")
+        raise ValueError(f"unknown preset {_short(preset)}; choose one of {sorted(PRESETS)}")
+    methods = [value for _, value in INVERSION_CHOICES]
+    if inversion not in methods:
+        raise ValueError(f"unknown inversion {_short(inversion)}; choose one of {methods}")
+    if isinstance(resolution, bool) or resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution is {_short(resolution)}; choose one of {RESOLUTIONS}")
     return (
         PRESETS[preset]
-        .with_steps(int(steps))
+        .with_steps(check_number("steps", steps))
         .replace(
-            max_iter=int(iterations),
-            scale=float(granularity),
-            guidance_scale=float(guidance),
+            max_iter=check_number("iterations", iterations),
+            scale=check_number("granularity", granularity),
+            guidance_scale=check_number("guidance", guidance),
             inversion=inversion,
-            seed=int(seed),
+            seed=check_number("seed", seed),
             resolution=int(resolution),
         )
     )
@@ -370,7 +522,9 @@ def check_inputs(
 
 
 def _warning(error: BaseException) -> str:
-    return f"⚠️ {_one_line(str(error))}"
+    """An inline warning for a gr.Markdown: the message may quote the user's words, so it is
+    escaped (Markdown passes HTML through)."""
+    return f"⚠️ {html.escape(_one_line(str(error)), quote=False)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -609,9 +763,15 @@ def segment_api(
 @dataclasses.dataclass
 class _Request:
     image: np.ndarray  # (H, W, 3) uint8, the photo at its own size
-    mask: np.ndarray  # (H, W) bool
+    regions: list[Region]  # masks (H, W) bool, words, weights; the first is the main region
     prompts: Prompts
     config: EditConfig
+    time_limit: float  # seconds of wall clock for the whole job
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The union of the regions' masks, (H, W) bool: what the edit may change."""
+        return images.mask_union(*(region.mask for region in self.regions))
 
 
 @dataclasses.dataclass
@@ -624,9 +784,17 @@ class _InversionProgress:
 _DONE = object()
 
 
+def _time_limit_message(limit: float) -> str:
+    return (
+        f"the edit ran longer than this page's limit of {limit:g} s per job and was stopped; "
+        "use fewer steps or iterations, a smaller resolution, or the direct or DDIM inversion"
+    )
+
+
 class _EditWorker(threading.Thread):
     """Runs invert + edit off the event's thread, so that the inversion's progress can be
-    streamed and a cancelled event stops the work at its next step (``cancel``)."""
+    streamed and the work stops at its next step (inversion step, guidance iteration or
+    denoising step) when the page cancels it (``cancel``) or its time limit passes."""
 
     def __init__(self, pipe: MagEditPipeline, request: _Request):
         super().__init__(name="magedit-edit", daemon=True)
@@ -634,26 +802,38 @@ class _EditWorker(threading.Thread):
         self.request = request
         self.items: queue.Queue[Any] = queue.Queue()
         self.cancelled = threading.Event()
+        self.deadline = time.monotonic() + request.time_limit
 
     def cancel(self) -> None:
         self.cancelled.set()
 
     def __iter__(self) -> Iterator[Any]:
         """What the work reports, in order: progress, the Inversion, EditEvents, EditResult.
-        Raises the work's exception, if any, where it happened in that order."""
+        Raises the work's exception, if any, where it happened in that order, and JobTimeout
+        (cancelling the work) when the time limit passes, even in the middle of a slow step."""
         while True:
-            item = self.items.get()
+            try:
+                item = self.items.get(timeout=max(0.0, self.deadline - time.monotonic()))
+            except queue.Empty:
+                self.cancel()
+                raise JobTimeout(_time_limit_message(self.request.time_limit)) from None
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
 
+    def _check(self) -> None:
+        """Called between steps: stop when cancelled or past the time limit."""
+        if self.cancelled.is_set():
+            raise _Cancelled
+        if time.monotonic() > self.deadline:
+            raise JobTimeout(_time_limit_message(self.request.time_limit))
+
     def run(self) -> None:
         try:
             while not _PIPELINE_LOCK.acquire(timeout=0.1):
-                if self.cancelled.is_set():
-                    return
+                self._check()  # a previous, cancelled job is finishing its step
             try:
                 self._work()
             finally:
@@ -661,6 +841,8 @@ class _EditWorker(threading.Thread):
         except _Cancelled:
             pass
         except BaseException as error:  # handed to the page's thread, which reports it
+            if _is_out_of_memory(error):
+                _release_cached_memory()
             self.items.put(error)
         finally:
             self.items.put(_DONE)
@@ -670,8 +852,7 @@ class _EditWorker(threading.Thread):
         start = time.perf_counter()
 
         def progress(done: int, total: int) -> None:
-            if self.cancelled.is_set():
-                raise _Cancelled
+            self._check()
             self.items.put(_InversionProgress(done, total, time.perf_counter() - start))
 
         inversion = pipe.invert(
@@ -681,21 +862,66 @@ class _EditWorker(threading.Thread):
         events = pipe.edit(
             inversion,
             request.prompts.target,
-            mask=request.mask,
-            words=request.prompts.words,
+            regions=request.regions,
             negative_word=request.prompts.negative_word,
             config=request.config,
         )
-        for item in events:
-            if self.cancelled.is_set():
-                events.close()
-                return
-            self.items.put(item)
+        try:
+            for item in events:
+                self._check()
+                self.items.put(item)
+        finally:
+            events.close()  # a stopped edit restores the attention processors now
 
 
+def _release_cached_memory() -> None:
+    """After CUDA ran out of memory: hand the failed job's cached blocks back to the driver, so
+    that the next job starts from a clean allocator (once per failure, not in a loop)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def gpu_duration(*args: Any, **kwargs: Any) -> int:
+    """Seconds of GPU that ZeroGPU reserves for one ``run_edit`` call with these arguments: an
+    estimate from the steps, iterations and inversion method on an A100-class GPU at 512 px,
+    with a margin, capped by the job's time limit. Any value it cannot read counts as the page's
+    default (run_edit refuses it a moment later)."""
+    try:
+        bound = inspect.signature(run_edit).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        bound = {}
+    limit = bound.get("time_limit", TIME_LIMIT)
+    try:
+        config = build_config(
+            bound.get("preset", "color"),
+            bound.get("iterations", Defaults.iterations),
+            bound.get("granularity", 2.5),
+            bound.get("steps", Defaults.steps),
+            bound.get("guidance", 7.5),
+            bound.get("inversion", Defaults.inversion),
+            bound.get("seed", 0),
+            bound.get("resolution", Defaults.resolution),
+        )
+    except ValueError:
+        config = EditConfig()
+    # Seconds per UNet pass at 512 px (fp16): a batched denoising step, a MAG iteration
+    # (forward to the 16x16 layers and back), a null-text inner step (forward and backward).
+    step, iteration, null_text = 0.08, 0.15, 0.1
+    guided = sum(config.guide_at(i) for i in range(config.steps)) if config.max_iter else 0
+    seconds = config.steps * step + guided * config.max_iter * iteration
+    seconds += config.steps * step  # the inversion's own pass per step
+    if config.inversion == "null_text":
+        seconds += config.steps * config.null_inner_steps * null_text
+    seconds *= (config.resolution / 512) ** 2
+    return int(min(max(30.0, 20.0 + 1.5 * seconds), max(float(limit), 1.0)))
+
+
+@_gpu(duration=gpu_duration)
 def run_edit(
     get_pipeline: Callable[[], MagEditPipeline],
     output_dir: Path,
+    time_limit: float,
     image: Any,
     source: str,
     target: str,
@@ -712,15 +938,23 @@ def run_edit(
     grow: float = 0,
     mask_file: Any = None,
     editor: dict[str, Any] | None = None,
+    region2_mask_file: Any = None,
+    region2_editor: dict[str, Any] | None = None,
+    region2_words: str = "",
+    region2_weight: float = 1.0,
     clicks: Clicks | None = None,
+    history: Sequence[tuple[str, str]] | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """The Edit button: check everything, then stream the inversion and the edit.
 
-    The region is the clicked mask (grown by ``grow`` pixels) united with the painted one, or
-    the mask file when one is given (``read_mask``). Yields tuples in the order of
-    ``EDIT_OUTPUTS`` (gr.skip() for what did not change); the last one holds the before/after
-    pair, the path of the full-resolution PNG under ``output_dir`` and the settings used. Bad
-    input raises gr.Error before any model work.
+    The region is the brush editor's painting (which starts as the clicked mask) or the clicked
+    mask grown by ``grow`` pixels, or the mask file when one is given (``read_mask``). A second
+    region (Eq. 9) comes from ``region2_mask_file`` or ``region2_editor`` with its own
+    ``region2_words`` and ``region2_weight`` (the first region's weight is 1). Yields tuples in
+    the order of ``EDIT_OUTPUTS`` (gr.skip() for what did not change); the last one holds the
+    before/after pair, the path of the full-resolution PNG under ``output_dir``, the settings
+    used and this session's gallery ``history`` with the new result first. Bad input raises
+    gr.Error before any model work; the job stops with a gr.Error after ``time_limit`` seconds.
     """
     from magedit.pipeline import Region
 
@@ -733,26 +967,45 @@ def run_edit(
         config = build_config(
             preset, iterations, granularity, steps, guidance, inversion, seed, resolution
         )
+        grow = check_number("grow", grow)
+        second = read_second_region(
+            region2_editor, region2_mask_file, region2_words, region2_weight, photo.shape[:2]
+        )
         checked = check_prompts(
-            pipe.tokenizer, source, target, words, negative_word, guided=config.max_iter > 0
+            pipe.tokenizer,
+            source,
+            target,
+            words,
+            negative_word,
+            guided=config.max_iter > 0,
+            exclude=second.words if second is not None else (),
         )
     # Clicks made on another photo (this session's previous one) do not count.
     on_photo = clicks is not None and clicks.key == images.image_hash(photo)
     mask = read_mask(
         editor, mask_file, photo.shape[:2], clicked_mask(clicks, grow) if on_photo else None
     )
+    regions = [Region(mask=mask, words=checked.words)]
+    if second is not None:
+        regions.append(second)
     with gradio_errors():
         # Masks too large or too small for the attention maps are refused before inverting.
         pipe.check_edit(
             photo.shape[:2],
             checked.source,
             checked.target,
-            [Region(mask=mask, words=checked.words)],
+            regions,
             checked.negative_word,
             None,
             config,
         )
-    request = _Request(photo, mask, checked, config)
+        if second is not None and set(checked.words) & set(second.words):
+            both = sorted(set(checked.words) & set(second.words))
+            raise ValueError(
+                f"{both} are edit words of both regions; give each region its own words of the "
+                "target prompt"
+            )
+    request = _Request(photo, regions, checked, config, float(time_limit))
 
     # 2. Invert and edit on a worker thread; show what it reports as it comes.
     stream = _Stream(request)
@@ -769,9 +1022,45 @@ def run_edit(
             if result is None:
                 raise RuntimeError("the edit ended without a result")
             path = save_result(result.composited, output_dir)
-            yield stream.finish(path, pipe.model_id)
+            yield stream.finish(path, pipe.model_id, history)
     finally:
         worker.cancel()
+
+
+def read_second_region(
+    editor: dict[str, Any] | None,
+    mask_file: Any,
+    words: str | None,
+    weight: float,
+    size: tuple[int, int],
+) -> Region | None:
+    """The second region of a multi-region edit (Eq. 9), or None when none is given.
+
+    Its mask is ``mask_file`` or what is painted in ``editor`` (at ``size`` = (H, W) of the
+    photo); its ``words`` (typed, comma separated) must be given with it, and ``weight`` is
+    checked against ``RANGES["region2_weight"]`` (the first region's weight is 1). ValueError
+    when only one of mask and words is given.
+    """
+    from magedit.pipeline import Region
+
+    chosen = parse_words(words)
+    if mask_file is not None:
+        mask = images.load_mask(mask_file, size=size)
+    else:
+        mask = _editor_mask(editor, size)
+    if mask is None and not chosen:
+        return None
+    if mask is None:
+        raise ValueError(
+            "the second region has edit words but no mask; paint it or upload its mask file "
+            "(Advanced > Second region), or clear its words"
+        )
+    if not chosen:
+        raise ValueError(
+            "the second region has a mask but no edit words; type the words of the target "
+            "prompt that belong to it, or clear its mask"
+        )
+    return Region(mask=mask, words=chosen, weight=check_number("region2_weight", weight))
 
 
 class _Stream:
@@ -855,7 +1144,10 @@ class _Stream:
     def _curve(self) -> pd.DataFrame:
         return pd.DataFrame(self.curve, columns=CURVE_COLUMNS)
 
-    def finish(self, path: Path, model: str) -> tuple[Any, ...]:
+    def finish(
+        self, path: Path, model: str, history: Sequence[tuple[str, str]] | None
+    ) -> tuple[Any, ...]:
+        """The last update: the result, its file, the settings and the session's gallery."""
         result, request = self.result, self.request
         cached = result.inversion_cached
         # This run's wall times; a cached inversion cost nothing now (the result's timings give
@@ -872,18 +1164,32 @@ class _Stream:
             "source prompt": result.source_prompt,
             "target prompt": result.target_prompt,
             "edit words": [w for words in result.words for w in words],
+            "regions": [
+                {
+                    "words": list(region.words),
+                    "weight": region.weight,
+                    "pixels": int(region.mask.sum()),
+                }
+                for region in request.regions
+            ],
             "negative word": result.negative_word,
             "inversion": "reused the cached inversion" if cached else result.config.inversion,
             "config": result.config.to_dict(),
             "timings (s)": timings,
             "file": path.name,
         }
+        # Captions hold no user text: the gallery shows them as they are.
+        entries = [tuple(entry) for entry in history or () if len(entry) == 2]
+        caption = f"seed {result.seed} · {time.strftime('%H:%M:%S')}"
+        history = [(str(path), caption), *entries][:GALLERY_SIZE]
         return self.update(
-            status=f"**Done** in {timings['total']:.1f} s.{note}",
+            status=f"**Done** in {timings['total']:.1f} s · seed {result.seed}.{note} *Use as "
+            "input* edits the result further.",
             preview=result.image,
             result=(request.image, result.composited),
             download=str(path),
             settings=settings,
+            history=history,
         )
 
 
@@ -912,6 +1218,39 @@ def save_result(image: np.ndarray, output_dir: Path, prefix: str = "magedit") ->
     return path
 
 
+def use_as_input(result_file: Any) -> tuple[Any, None, None, str]:
+    """ "Use as input": the last result (the full-resolution PNG shown for download) becomes the
+    photo, for the next edit. Returns (photo, mask file, second region's mask file, status); the
+    upload handler then drops the clicks and painting, and Segment Anything embeds the new photo.
+    """
+    if result_file is None:
+        raise user_error("no result yet; run an edit first", "Cannot use the result")
+    path = getattr(result_file, "path", result_file)  # gr.File gives a path (or a FileData)
+    return str(path), None, None, "The result is the new photo. Mark the region to edit next."
+
+
+def show_history(history: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    """The session's gallery: its results newest first, without files pruned since."""
+    return [(path, caption) for path, caption in history or () if Path(path).is_file()]
+
+
+def load_examples(folder: Path = ASSETS_DIR) -> list[dict[str, Any]]:
+    """The examples of ``folder``/examples.json with their image and mask as paths inside
+    ``folder`` ([] when there is none). Nothing is decoded here: the page starts fast."""
+    index = Path(folder) / "examples.json"
+    if not index.is_file():
+        return []
+    examples = json.loads(index.read_text(encoding="utf-8"))
+    root = Path(folder).resolve()
+    for example in examples:
+        for key in ("image", "mask"):
+            path = (root / example[key]).resolve()
+            if not path.is_relative_to(root) or not path.is_file():
+                raise ValueError(f"example {example['name']!r}: no file {example[key]!r} in {root}")
+            example[key] = str(path)
+    return examples
+
+
 # ----------------------------------------------------------------------------------------------
 # The page
 
@@ -922,17 +1261,27 @@ def build_demo(
     *,
     tiny: bool,
     output_dir: Path | str = OUTPUT_DIR,
+    time_limit: float = TIME_LIMIT,
+    assets_dir: Path | str = ASSETS_DIR,
 ) -> gr.Blocks:
     """The page. ``load_pipeline`` and ``load_segmenter`` are each called once, on first need
     (main() loads both before launch so a model that cannot load is reported at once); without
     ``load_segmenter`` clicking says that Segment Anything is not available. ``tiny`` shows the
-    random-weights banner and picks quick defaults."""
+    random-weights banner and picks quick defaults; ``time_limit`` is each edit's wall-clock limit
+    in seconds; the examples come from ``assets_dir`` (loaded when clicked, never run)."""
     get_pipeline = Lazy(load_pipeline)
     get_segmenter = Lazy(load_segmenter or _no_segmenter)
     output_dir = Path(output_dir)
+    if not time_limit > 0:
+        raise ValueError(f"time_limit is {time_limit}; give a number of seconds above 0")
     defaults = Defaults.for_model(tiny)
+    examples = load_examples(Path(assets_dir))
 
-    with gr.Blocks(title="MAG-Edit Studio") as demo:
+    def slider(name: str, value: float, step: float, label: str, **kwargs: Any) -> gr.Slider:
+        limits = RANGES[name]
+        return gr.Slider(limits.low, limits.high, value=value, step=step, label=label, **kwargs)
+
+    with gr.Blocks(title="MAG-Edit Studio", delete_cache=DELETE_CACHE) as demo:
         if tiny:
             gr.Markdown(TINY_BANNER, elem_id="magedit-banner")
         gr.Markdown(
@@ -948,6 +1297,7 @@ def build_demo(
                     image_mode=None,
                     sources=["upload", "clipboard"],
                     height=320,
+                    elem_id="magedit-image",
                 )
                 with gr.Tabs():
                     with gr.Tab("Click the object"):
@@ -962,31 +1312,42 @@ def build_demo(
                         mask_status = gr.Markdown(elem_id="magedit-mask-status")
                         with gr.Row():
                             click_mode = gr.Radio(
-                                choices=CLICK_MODES, value="object", label="Add", scale=2
+                                choices=CLICK_MODES,
+                                value="object",
+                                label="Add",
+                                scale=2,
+                                elem_id="magedit-click-mode",
                             )
-                            grow = gr.Slider(
+                            grow = slider(
+                                "grow",
                                 0,
-                                50,
-                                value=0,
-                                step=1,
-                                label="Grow the mask (pixels)",
+                                1,
+                                "Grow the mask (pixels)",
                                 scale=3,
+                                elem_id="magedit-grow",
                             )
                         with gr.Row():
-                            next_button = gr.Button("Next candidate", size="sm")
-                            undo_button = gr.Button("Undo point", size="sm")
-                            clear_button = gr.Button("Clear", size="sm")
+                            next_button = gr.Button(
+                                "Next candidate", size="sm", elem_id="magedit-next-candidate"
+                            )
+                            undo_button = gr.Button(
+                                "Undo point", size="sm", elem_id="magedit-undo-point"
+                            )
+                            clear_button = gr.Button("Clear", size="sm", elem_id="magedit-clear")
                     with gr.Tab("Refine with the brush"):
                         editor = gr.ImageEditor(
-                            label="Painted pixels are added to the clicked mask",
+                            label="The clicked mask, to refine: paint what it missed, erase what "
+                            "it took too much",
                             type="numpy",
                             image_mode="RGBA",
                             sources=[],  # the background is the photo above
                             transforms=[],  # keep the canvas the photo's size
                             layers=False,
                             brush=gr.Brush(colors=[("#ff2d55", 0.6)], color_mode="fixed"),
-                            format="png",
+                            eraser=gr.Eraser(),
+                            format="png",  # lossless: the layer's alpha is the mask
                             height=420,
+                            elem_id="magedit-brush",
                         )
                     with gr.Tab("Mask file"):
                         mask_file = gr.Image(
@@ -996,15 +1357,18 @@ def build_demo(
                             image_mode=None,
                             sources=["upload"],
                             height=320,
+                            elem_id="magedit-mask-file",
                         )
                 clicks = gr.State(Clicks())
                 source = gr.Textbox(
                     label="Source prompt (describes the photo)",
                     placeholder="a living room with a red sofa and a wooden table",
+                    elem_id="magedit-source",
                 )
                 target = gr.Textbox(
                     label="Target prompt (the same, with the edit)",
                     placeholder="a living room with a green sofa and a wooden table",
+                    elem_id="magedit-target",
                 )
                 with gr.Row():
                     words = gr.Textbox(
@@ -1012,45 +1376,143 @@ def build_demo(
                         label="Edit words",
                         info="Words of the target whose attention fills the region; filled in "
                         "from the prompts. Separate with commas.",
+                        elem_id="magedit-words",
                     )
                     negative_word = gr.Textbox(
                         value="",
                         label="Negative word (optional)",
                         info="A source word whose attention is pushed out of the region.",
+                        elem_id="magedit-negative-word",
                     )
                 prompt_status = gr.Markdown(elem_id="magedit-prompt-status")
                 preset = gr.Radio(
-                    choices=list(PRESETS), value="color", label="Preset", info=PRESET_INFO
+                    choices=list(PRESETS),
+                    value="color",
+                    label="Preset",
+                    info=PRESET_INFO,
+                    elem_id="magedit-preset",
                 )
-                iterations = gr.Slider(
-                    0, 30, value=defaults.iterations, step=1, label="Iterations (MAX_IT)"
+                iterations = slider(
+                    "iterations",
+                    defaults.iterations,
+                    1,
+                    "Iterations (MAX_IT)",
+                    elem_id="magedit-iterations",
                 )
-                granularity = gr.Slider(0, 10, value=2.5, step=0.1, label="Granularity (scale λp)")
-                with gr.Accordion("Advanced", open=False):
-                    steps = gr.Slider(10, 100, value=defaults.steps, step=1, label="Steps")
-                    guidance = gr.Slider(1, 15, value=7.5, step=0.5, label="Guidance scale")
+                granularity = slider(
+                    "granularity", 2.5, 0.1, "Granularity (scale λp)", elem_id="magedit-granularity"
+                )
+                with gr.Accordion("Advanced", open=False, elem_id="magedit-advanced"):
+                    steps = slider("steps", defaults.steps, 1, "Steps", elem_id="magedit-steps")
+                    guidance = slider(
+                        "guidance", 7.5, 0.5, "Guidance scale", elem_id="magedit-guidance"
+                    )
                     inversion = gr.Radio(
-                        choices=INVERSION_CHOICES, value=defaults.inversion, label="Inversion"
+                        choices=INVERSION_CHOICES,
+                        value=defaults.inversion,
+                        label="Inversion",
+                        elem_id="magedit-inversion",
                     )
                     with gr.Row():
-                        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                        randomise = gr.Button("🎲 Random seed", size="sm")
+                        seed = gr.Number(
+                            value=0,
+                            precision=0,
+                            minimum=RANGES["seed"].low,
+                            maximum=RANGES["seed"].high,
+                            label="Seed",
+                            elem_id="magedit-seed",
+                        )
+                        randomise = gr.Button(
+                            "🎲 Random seed", size="sm", elem_id="magedit-random-seed"
+                        )
                     resolution = gr.Radio(
-                        choices=[256, 384, 512],
+                        choices=RESOLUTIONS,
                         value=defaults.resolution,
                         label="Resolution (long side, pixels)",
+                        elem_id="magedit-resolution",
                     )
+                    with gr.Accordion(
+                        "Second region (multi-region edit)", open=False, elem_id="magedit-region2"
+                    ):
+                        gr.Markdown(
+                            "Edit a second region with its own words in the same run (Eq. 9 of "
+                            "the paper): paint it or upload its mask, and type the target "
+                            "prompt's words that belong to it."
+                        )
+                        with gr.Tabs():
+                            with gr.Tab("Paint the second region"):
+                                region2_editor = gr.ImageEditor(
+                                    label="Second region",
+                                    type="numpy",
+                                    image_mode="RGBA",
+                                    sources=[],
+                                    transforms=[],
+                                    layers=False,
+                                    brush=gr.Brush(colors=[("#2d8cff", 0.6)], color_mode="fixed"),
+                                    eraser=gr.Eraser(),
+                                    format="png",
+                                    height=320,
+                                    elem_id="magedit-region2-brush",
+                                )
+                            with gr.Tab("Second region's mask file"):
+                                region2_mask_file = gr.Image(
+                                    label="Second region's mask (non-black pixels are inside)",
+                                    type="filepath",
+                                    image_mode=None,
+                                    sources=["upload"],
+                                    height=240,
+                                    elem_id="magedit-region2-mask-file",
+                                )
+                        with gr.Row():
+                            region2_words = gr.Textbox(
+                                value="",
+                                label="Second region's edit words",
+                                info="Words of the target prompt for this region; the first "
+                                "region's words must be other words.",
+                                elem_id="magedit-region2-words",
+                            )
+                            region2_weight = slider(
+                                "region2_weight",
+                                1.0,
+                                0.1,
+                                "Second region's weight (the first region's is 1)",
+                                elem_id="magedit-region2-weight",
+                            )
                 with gr.Row():
-                    edit_button = gr.Button("Edit", variant="primary")
-                    cancel_button = gr.Button("Cancel", variant="stop")
+                    edit_button = gr.Button("Edit", variant="primary", elem_id="magedit-edit")
+                    cancel_button = gr.Button("Cancel", variant="stop", elem_id="magedit-cancel")
+                if examples:
+                    gr.Examples(
+                        examples=[
+                            [
+                                e["image"],
+                                e["mask"],
+                                e["source"],
+                                e["target"],
+                                ", ".join(e["words"]),
+                                e["preset"],
+                                e["negative_word"] or "",
+                            ]
+                            for e in examples
+                        ],
+                        inputs=[image, mask_file, source, target, words, preset, negative_word],
+                        example_labels=[e["name"] for e in examples],
+                        cache_examples=False,  # clicking fills the inputs; nothing runs at start
+                        label="Examples (the mask comes as a mask file)",
+                        elem_id="magedit-examples",
+                        api_visibility="private",
+                    )
             with gr.Column(scale=1):
                 status = gr.Markdown("Upload a photo to start.", elem_id="magedit-status")
                 with gr.Row():
-                    live = gr.Image(label="Preview", interactive=False, height=256)
+                    live = gr.Image(
+                        label="Preview", interactive=False, height=256, elem_id="magedit-preview"
+                    )
                     attention = gr.Image(
                         label="Attention of the edit words (mask outlined)",
                         interactive=False,
                         height=256,
+                        elem_id="magedit-attention",
                     )
                 curve = gr.LinePlot(
                     pd.DataFrame(columns=CURVE_COLUMNS),
@@ -1059,13 +1521,36 @@ def build_demo(
                     color="series",
                     label="Loss and in-mask attention ratio",
                     height=220,
+                    elem_id="magedit-curve",
                 )
                 result = gr.ImageSlider(
-                    label="Before / after", interactive=False, format="png", max_height=600
+                    label="Before / after",
+                    interactive=False,
+                    format="png",
+                    max_height=600,
+                    elem_id="magedit-result",
                 )
-                download = gr.File(label="Full-resolution PNG", interactive=False)
+                with gr.Row():
+                    download = gr.File(
+                        label="Full-resolution PNG",
+                        interactive=False,
+                        elem_id="magedit-download",
+                        scale=3,
+                    )
+                    use_button = gr.Button(
+                        "Use as input", size="sm", elem_id="magedit-use-as-input", scale=1
+                    )
                 with gr.Accordion("Settings and timings", open=False):
-                    settings = gr.JSON(label="Used for this result")
+                    settings = gr.JSON(label="Used for this result", elem_id="magedit-settings")
+                history = gr.State([])
+                gallery = gr.Gallery(
+                    label="This session's results (newest first)",
+                    columns=4,
+                    height=220,
+                    interactive=False,
+                    format="png",
+                    elem_id="magedit-gallery",
+                )
 
         # Events. Cheap checks run without a concurrency limit; the edit runs one at a time.
         # Uploads and clicks skip the queue (queue=False): they never wait behind edits, nor are
@@ -1075,7 +1560,7 @@ def build_demo(
         image.change(
             load_upload,
             inputs=image,
-            outputs=[editor, status, clicks, clickable, mask_status],
+            outputs=[editor, status, clicks, clickable, mask_status, region2_editor],
             show_progress="hidden",
             **direct,
         ).then(
@@ -1089,6 +1574,14 @@ def build_demo(
         def on_click(image, clicks, mode, grow, evt: gr.SelectData):
             return add_point(get_segmenter, image, clicks, mode, grow, evt.index)
 
+        # After each change of the clicks, the brush starts from the clicked mask.
+        to_brush = {
+            "fn": brush_layer,
+            "inputs": [editor, clicks, grow],
+            "outputs": editor,
+            "show_progress": "hidden",
+            **direct,
+        }
         shown = [clickable, clicks, mask_status]
         clickable.select(
             on_click,
@@ -1096,15 +1589,17 @@ def build_demo(
             outputs=shown,
             show_progress="minimal",
             **direct,
+        ).success(**to_brush)
+        next_button.click(next_candidate, inputs=[clicks, grow], outputs=shown, **direct).success(
+            **to_brush
         )
-        next_button.click(next_candidate, inputs=[clicks, grow], outputs=shown, **direct)
         undo_button.click(
             functools.partial(undo_point, get_segmenter),
             inputs=[image, clicks, grow],
             outputs=shown,
             **direct,
-        )
-        clear_button.click(clear_points, inputs=clicks, outputs=shown, **direct)
+        ).success(**to_brush)
+        clear_button.click(clear_points, inputs=clicks, outputs=shown, **direct).success(**to_brush)
         grow.change(
             render_clicks,
             inputs=[clicks, grow],
@@ -1112,7 +1607,7 @@ def build_demo(
             trigger_mode="always_last",
             show_progress="hidden",
             **direct,
-        )
+        ).success(**to_brush)
         # The API's way to segment (the page's clicks need a session): photo, points, labels.
         with gr.Group(visible=False):
             api_points = gr.JSON(label="points [[x, y], ...] in pixels")
@@ -1150,9 +1645,10 @@ def build_demo(
             )
         randomise.click(random_seed, outputs=seed, api_visibility="private", **cheap)
         edit_event = edit_button.click(
-            functools.partial(run_edit, get_pipeline, output_dir),
+            functools.partial(run_edit, get_pipeline, output_dir, float(time_limit)),
             inputs=[
-                # In the API's order: what it must be given first; None defaults last.
+                # In the API's order: what it must be given first; None defaults last; the
+                # session's states (not part of the API) at the end.
                 image,
                 source,
                 target,
@@ -1169,17 +1665,34 @@ def build_demo(
                 grow,
                 mask_file,
                 editor,
+                region2_mask_file,
+                region2_editor,
+                region2_words,
+                region2_weight,
                 clicks,
+                history,
             ],
-            outputs=[status, live, attention, curve, result, download, settings],
+            outputs=[status, live, attention, curve, result, download, settings, history],
             api_name="edit",
-            concurrency_limit=1,
+            concurrency_limit=1,  # one GPU: one edit at a time; the others wait in the queue
             concurrency_id="gpu",
-            show_progress="minimal",
+            # The queue position and progress show on the (still empty) result, so the status
+            # line stays readable.
+            show_progress="full",
+            show_progress_on=[result],
         )
+        edit_event.then(show_history, inputs=history, outputs=gallery, **direct)
         cancel_button.click(None, cancels=[edit_event], api_visibility="private")
+        use_button.click(
+            use_as_input,
+            inputs=download,
+            outputs=[image, mask_file, region2_mask_file, status],
+            show_progress="hidden",
+            **direct,
+        )
     # api_open=False: the queued endpoints (edit, segment) are reached through the queue only,
-    # never by a direct POST that would skip it and its concurrency limit.
+    # never by a direct POST that would skip it and its concurrency limit. max_size: a full queue
+    # refuses new edits with Gradio's "Queue is full" message instead of growing without bound.
     demo.queue(max_size=QUEUE_SIZE, api_open=False)
     return demo
 
@@ -1237,7 +1750,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--share", action="store_true", help="also serve the page on a public gradio.live link"
     )
+    parser.add_argument(
+        "--time-limit",
+        type=_seconds,
+        default=TIME_LIMIT,
+        metavar="SECONDS",
+        help=f"wall-clock limit of one edit; a longer one is stopped (default: {TIME_LIMIT:g})",
+    )
     return parser
+
+
+def _seconds(text: str) -> float:
+    """argparse type of --time-limit: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1267,16 +1798,50 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.tiny:
         print("app.py: --tiny: random, untrained weights; the results are noise", file=sys.stderr)
+    try:
+        check_output_dir(OUTPUT_DIR)
+    except ValueError as error:
+        print(f"app.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(lambda: pipe, lambda: segmenter, tiny=args.tiny, output_dir=OUTPUT_DIR)
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        show_error=False,  # gr.Error messages are still shown; other exceptions stay generic
-        allowed_paths=[str(OUTPUT_DIR)],
-        css=CSS,
+    demo = build_demo(
+        lambda: pipe,
+        lambda: segmenter,
+        tiny=args.tiny,
+        output_dir=OUTPUT_DIR,
+        time_limit=args.time_limit,
     )
+    demo.launch(**launch_options(args))
+
+
+def check_output_dir(folder: Path) -> None:
+    """Gradio accepts the files a handler returns only from the working folder, the temp folder
+    or launch's allowed_paths (which serve a folder to anyone: only assets/ is). ValueError
+    naming the fix when ``folder`` is elsewhere."""
+    folder = Path(folder).resolve()
+    for root in (Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()):
+        if folder.is_relative_to(root):
+            return
+    raise ValueError(
+        f"the output folder {folder} is outside the working folder and the temp folder; set "
+        "MAGEDIT_OUTPUT_DIR to a folder inside one of them, or start app.py from a folder above it"
+    )
+
+
+def launch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of demo.launch for the parsed command line."""
+    return {
+        "server_name": args.host,
+        "server_port": args.port,
+        "share": args.share,
+        # Expected failures are gr.Error with a readable message (shown whatever this says);
+        # anything else shows a generic error, never the exception's text or traceback.
+        "show_error": False,
+        # Only the examples are served as files; results reach the page through Gradio's cache.
+        "allowed_paths": [str(ASSETS_DIR)],
+        "max_file_size": MAX_FILE_SIZE,
+        "css": CSS,
+    }
 
 
 if __name__ == "__main__":

@@ -95,13 +95,15 @@ def test_build_demo_on_tiny_pipeline(get_pipe, tmp_path):
 def test_upload_sets_the_editor_background(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(photo()).save(path)
-    value, status, clicks, shown, mask_status = app.load_upload(str(path))
+    value, status, clicks, shown, mask_status, region2 = app.load_upload(str(path))
     assert np.array_equal(value["background"], photo()) and value["layers"] == []
+    assert np.array_equal(region2["background"], photo()) and region2["layers"] == []
     assert "256x192" in status and "Preparing Segment Anything" in mask_status
     assert clicks.size == (H, W) and clicks.points == () and np.array_equal(shown, photo())
     assert clicks.key == images.image_hash(photo())
-    none, status, clicks, shown, mask_status = app.load_upload(None)
-    assert (none, status, shown, mask_status) == (None, "", None, "") and clicks.size is None
+    none, status, clicks, shown, mask_status, region2 = app.load_upload(None)
+    assert (none, status, shown, mask_status, region2) == (None, "", None, "", None)
+    assert clicks.size is None
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not an image at all")
     with pytest.raises(gr.Error, match="not an image that can be read") as error:
@@ -114,7 +116,7 @@ def test_a_model_that_cannot_load_is_a_page_error_without_paths(tmp_path, capsys
         raise OSError(f"no file named config.json in {tmp_path}")
 
     with pytest.raises(gr.Error, match="see the server's log") as error:
-        next(app.run_edit(fail, tmp_path, **edit_kwargs()))
+        next(app.run_edit(fail, tmp_path, app.TIME_LIMIT, **edit_kwargs()))
     assert str(tmp_path) not in error.value.message
     assert str(tmp_path) in capsys.readouterr().err
 
@@ -178,7 +180,10 @@ def test_config_from_the_controls():
 
 def test_edit_streams_and_saves_the_result(get_pipe, tmp_path):
     updates = [
-        named(u) for u in app.run_edit(get_pipe, tmp_path, **edit_kwargs(words="green", seed=3))
+        named(u)
+        for u in app.run_edit(
+            get_pipe, tmp_path, app.TIME_LIMIT, **edit_kwargs(words="green", seed=3)
+        )
     ]
     streamed = updates[1:-1]
     assert any("Step 6/6" in u["status"] for u in streamed if isinstance(u["status"], str))
@@ -202,7 +207,7 @@ def test_edit_streams_and_saves_the_result(get_pipe, tmp_path):
     assert "Done" in final["status"]
 
     # The same photo and source prompt again: the inversion is reused, and the page says so.
-    again = [named(u) for u in app.run_edit(get_pipe, tmp_path, **edit_kwargs())]
+    again = [named(u) for u in app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **edit_kwargs())]
     assert "Reused the cached inversion" in again[-1]["status"]
     assert again[-1]["settings"]["inversion"] == "reused the cached inversion"
     assert again[-1]["settings"]["edit words"] == ["green"]  # picked from the prompts
@@ -221,7 +226,7 @@ def test_edit_streams_and_saves_the_result(get_pipe, tmp_path):
     ],
 )
 def test_bad_input_is_a_readable_error_before_any_work(get_pipe, tmp_path, changes, message):
-    events = app.run_edit(get_pipe, tmp_path, **edit_kwargs(**changes))
+    events = app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **edit_kwargs(**changes))
     with pytest.raises(gr.Error) as error:
         next(events)
     assert message in error.value.message
@@ -236,7 +241,9 @@ def test_library_failures_become_gradio_errors():
 
 
 def test_cancel_stops_the_worker(get_pipe, tmp_path):
-    events = app.run_edit(get_pipe, tmp_path, **edit_kwargs(steps=8, inversion="ddim"))
+    events = app.run_edit(
+        get_pipe, tmp_path, app.TIME_LIMIT, **edit_kwargs(steps=8, inversion="ddim")
+    )
     next(events)  # "Starting…": the worker is running
     next(events)
     events.close()  # what Gradio does when the Cancel button cancels the event
@@ -433,7 +440,7 @@ def test_the_grow_slider_grows_the_shown_and_used_mask(get_seg, photo_path, sess
     assert not np.array_equal(shown, app.render_clicks(clicks, 0))
 
 
-def test_the_edit_gets_the_clicked_mask_grown_and_united_with_the_painting(
+def test_the_edit_gets_the_brush_layer_which_starts_as_the_clicked_mask(
     get_pipe, get_seg, photo_path, session, tmp_path, monkeypatch
 ):
     clicks = click(get_seg, photo_path, session, (100, 150))[1]
@@ -444,36 +451,65 @@ def test_the_edit_gets_the_clicked_mask_grown_and_united_with_the_painting(
         raise ValueError("stop before inverting")
 
     monkeypatch.setattr(get_pipe(), "check_edit", check_edit)
-    corner = (slice(0, 20), slice(0, 20))  # painted; far from the clicked mask
-    editor = painted_editor(box=corner)
 
-    def edit(**changes):
+    def edit(editor, **changes):
         kwargs = edit_kwargs(
             **{"image": photo_path, "editor": editor, "grow": 6, "clicks": clicks, **changes}
         )
         with pytest.raises(gr.Error, match="stop before inverting"):
-            next(app.run_edit(get_pipe, tmp_path, **kwargs))
+            next(app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **kwargs))
         return received[-1]
 
-    painted = np.zeros((H, W), bool)
-    painted[corner] = True
-    expected = images.grow(clicks.candidates[0].mask, 6) | painted
-    assert np.array_equal(edit(), expected)
-    # The second candidate, when chosen, is the one used.
+    clicked = images.grow(clicks.candidates[0].mask, 6)
+    # After the click the page puts the clicked mask (grown) into the brush as its layer.
+    blank = painted_editor(box=None)
+    blank["layers"] = []
+    layered = app.brush_layer(blank, clicks, 6)
+    assert len(layered["layers"]) == 1 and layered["layers"][0].shape == (H, W, 4)
+    assert np.array_equal(layered["layers"][0][..., 3] > 0, clicked)
+    assert np.array_equal(layered["background"], blank["background"])
+    assert not np.array_equal(layered["composite"], blank["background"])
+    assert np.array_equal(edit(layered), clicked)
+    # Painting adds to it, the eraser (alpha back to 0) removes from it.
+    corner = (slice(0, 20), slice(0, 20))
+    layer = layered["layers"][0].copy()
+    layer[corner] = app.BRUSH_RGBA
+    rows = np.flatnonzero(clicked.any(axis=1))
+    erased = (slice(rows[0], rows[0] + 5), slice(None))
+    layer[erased] = 0
+    expected = clicked.copy()
+    expected[corner] = True
+    expected[erased] = False
+    assert np.array_equal(edit({**layered, "layers": [layer]}), expected)
+    # The next candidate, when chosen, is the one put into the brush.
     second = app.next_candidate(clicks, 0)[1]
-    expected = images.grow(second.candidates[1].mask, 6) | painted
-    assert np.array_equal(edit(clicks=second), expected)
-    # Without painting: the clicked mask alone.
-    assert np.array_equal(edit(editor=None), images.grow(clicks.candidates[0].mask, 6))
+    layer = app.brush_layer(blank, second, 6)["layers"][0]
+    assert np.array_equal(layer[..., 3] > 0, images.grow(second.candidates[1].mask, 6))
+    # Cleared clicks empty the brush; no photo in the editor: nothing to change.
+    assert app.brush_layer(layered, app.clear_points(clicks)[1], 6)["layers"] == []
+    assert is_skip(app.brush_layer(None, clicks, 6))
+    # Nothing painted (an API call): the clicked mask, grown.
+    assert np.array_equal(edit(None), clicked)
+    assert np.array_equal(edit(blank), clicked)
     # A mask file still overrides clicks and painting.
     file_mask = np.zeros((H, W), np.uint8)
     file_mask[100:110, 200:220] = 255
     path = tmp_path / "mask.png"
     Image.fromarray(file_mask).save(path)
-    assert np.array_equal(edit(mask_file=str(path)), file_mask > 0)
+    assert np.array_equal(edit(layered, mask_file=str(path)), file_mask > 0)
     # Clicks made on another photo are not used.
     other = dataclasses.replace(clicks, key="another photo")
-    assert np.array_equal(edit(clicks=other), painted)
+    painted = painted_editor(box=corner)
+    assert np.array_equal(edit(painted, clicks=other), _box(corner))
+    kwargs = edit_kwargs(image=photo_path, editor=blank, clicks=other)
+    with pytest.raises(gr.Error, match="no region is marked"):
+        next(app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **kwargs))
+
+
+def _box(box) -> np.ndarray:
+    mask = np.zeros((H, W), bool)
+    mask[box] = True
+    return mask
 
 
 def test_segment_api_writes_the_best_mask(get_seg, photo_path, tmp_path, seg):
