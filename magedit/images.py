@@ -18,6 +18,7 @@ import hashlib
 import io
 import math
 import os
+import struct
 import sys
 import zlib
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Union
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
 if TYPE_CHECKING:
     import torch
@@ -40,18 +41,40 @@ MAX_ASPECT = 4.0
 # Masks covering more than this share of the image are refused: MAG-Edit edits a region.
 MAX_MASK_COVERAGE = 0.99
 
+# The file formats we decode (PIL plugin names): what cameras, phones and browsers produce; the
+# JPEG plugin also opens MPO, a camera JPEG holding several pictures. Uploads come from anyone;
+# PIL's other plugins are rarely used code, and its EPS plugin runs Ghostscript on the file, so
+# they are never tried.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
 # What PIL raises for a file it cannot decode: truncated data (OSError), a broken header
-# (SyntaxError, struct errors surface as ValueError), a cut-off stream (EOFError) or a corrupt
-# zlib stream inside a PNG.
+# (SyntaxError, ValueError, struct.error, IndexError, KeyError from a plugin's tables), a cut-off
+# stream (EOFError) or a corrupt zlib stream inside a PNG.
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
     ValueError,
     EOFError,
+    IndexError,
+    KeyError,
+    struct.error,
     zlib.error,
     Image.DecompressionBombError,
     Image.DecompressionBombWarning,
 )
+
+# EXIF Orientation (tag 0x0112) -> the transpose that shows the picture upright (EXIF 2.3, 4.6.4;
+# the table of PIL's ImageOps.exif_transpose).
+_ORIENTATION_TAG = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -525,8 +548,14 @@ def _read_pil(source: ImageSource, check: SizeCheck, what: str) -> Image.Image:
         return _decode(source, check, what)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"no {what} file named '{path.name}' was found; check the file name")
+        try:
+            found = path.is_file()
+        except OSError:  # a name too long for the file system, a loop of links
+            found = False
+        if not found:
+            raise ValueError(
+                f"no {what} file named '{_short(path.name)}' was found; check the file name"
+            )
         stream: IO[bytes] | Path = path
     elif isinstance(source, (bytes, bytearray, memoryview)):
         stream = io.BytesIO(bytes(source))
@@ -537,8 +566,11 @@ def _read_pil(source: ImageSource, check: SizeCheck, what: str) -> Image.Image:
             f"cannot read {_a(what)} from a {type(source).__name__}; pass a file path, bytes, "
             "a file object, a PIL image or a numpy array"
         )
+    # Image.open tries only the plugins already imported when given `formats`; importing them
+    # all is cheap and happens once.
+    Image.init()
     try:
-        im = Image.open(stream)
+        im = Image.open(stream, formats=IMAGE_FORMATS)
     except _DECODE_ERRORS as error:
         raise ValueError(_unreadable(what, error)) from None
     with im:
@@ -549,9 +581,30 @@ def _decode(im: Image.Image, check: SizeCheck, what: str) -> Image.Image:
     check(im)  # the header's size, before any pixel is decoded
     try:
         im.load()  # a file opens on its first frame, so animations give their first frame
-        return ImageOps.exif_transpose(im)
     except _DECODE_ERRORS as error:
         raise ValueError(_unreadable(what, error)) from None
+    method = _UPRIGHT.get(_orientation(im))
+    return im if method is None else im.transpose(method)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF (or XMP) Orientation of a loaded image, 1 (as stored) when absent or unreadable.
+
+    Reads the tag only: ``ImageOps.exif_transpose`` also re-encodes the EXIF block, which raises
+    ``struct.error`` on corrupt metadata that photos from the wild carry. Broken metadata must
+    not cost the picture, so any error while parsing it means "no orientation".
+    """
+    try:
+        value = im.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - PIL's EXIF parser raises many kinds on corrupt data
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """``name`` cut to ``limit`` characters, control characters shown as "?", for messages."""
+    name = "".join(c if c.isprintable() else "?" for c in name)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _unreadable(what: str, error: BaseException) -> str:
