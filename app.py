@@ -1043,6 +1043,7 @@ def read_second_region(
     """
     from magedit.pipeline import Region
 
+    weight = check_number("region2_weight", weight)  # checked even when unused: API input
     chosen = parse_words(words)
     if mask_file is not None:
         mask = images.load_mask(mask_file, size=size)
@@ -1060,7 +1061,7 @@ def read_second_region(
             "the second region has a mask but no edit words; type the words of the target "
             "prompt that belong to it, or clear its mask"
         )
-    return Region(mask=mask, words=chosen, weight=check_number("region2_weight", weight))
+    return Region(mask=mask, words=chosen, weight=weight)
 
 
 class _Stream:

@@ -3,6 +3,7 @@ the tiny Segment Anything."""
 
 import dataclasses
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -583,3 +584,458 @@ def test_main_reports_a_sam_checkpoint_that_cannot_load(capsys, tmp_path, monkey
     with pytest.raises(SystemExit) as done:
         app.main(["--tiny", "--sam-checkpoint", str(tmp_path / "sam.pth")])
     assert done.value.code == 2 and "does not go with --tiny" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# Numbers from the API, faults during a job, the time limit
+
+
+def run(get_pipe, out, time_limit=app.TIME_LIMIT, **changes) -> list[dict]:
+    """One whole edit through the page's handler: its updates by name."""
+    return [named(u) for u in app.run_edit(get_pipe, out, time_limit, **edit_kwargs(**changes))]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"iterations": 31}, "iterations is 31, out of range; give a whole number from 0 to 30"),
+        ({"iterations": 2.5}, "iterations is 2.5; give a whole number from 0 to 30"),
+        ({"iterations": True}, "iterations is True, not a number"),
+        ({"steps": float("nan")}, "steps is nan; give a whole number from 5 to 100"),
+        ({"steps": 4}, "steps is 4, out of range"),
+        ({"guidance": float("inf")}, "guidance scale is inf; give a number from 1 to 15"),
+        ({"granularity": None}, "granularity is empty; give a number from 0 to 10"),
+        ({"granularity": -0.5}, "granularity is -0.5, out of range"),
+        ({"seed": -1}, "seed is -1, out of range; give a whole number from 0 to 2147483647"),
+        ({"seed": "7"}, "seed is '7', not a number"),
+        ({"seed": 2**31}, "seed is 2147483648, out of range"),
+        ({"resolution": 300}, "resolution is 300; choose one of [256, 384, 512]"),
+        ({"resolution": float("nan")}, "resolution is nan"),
+        ({"inversion": "magic"}, "unknown inversion 'magic'"),
+        ({"preset": "<b>x</b>"}, "unknown preset '&lt;b&gt;x&lt;/b&gt;'"),
+        ({"grow": 1.5}, "grow (pixels) is 1.5; give a whole number from 0 to 50"),
+        ({"grow": 51}, "grow (pixels) is 51, out of range"),
+        ({"region2_weight": 0}, "the second region's weight is 0, out of range"),
+        ({"region2_weight": float("nan")}, "the second region's weight is nan"),
+    ],
+)
+def test_every_number_from_the_api_is_checked_before_any_work(
+    tiny_pipe, get_pipe, tmp_path, monkeypatch, changes, message
+):
+    def no_unet(*args):
+        raise AssertionError("the UNet ran for a refused request")
+
+    monkeypatch.setattr(tiny_pipe, "_eps", no_unet)
+    with pytest.raises(gr.Error) as error:
+        next(app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **edit_kwargs(**changes)))
+    assert message in error.value.message
+    assert "Traceback" not in error.value.message and str(tmp_path) not in error.value.message
+    assert not list(tmp_path.iterdir())
+
+
+def test_check_number_returns_ints_for_integer_controls():
+    assert app.check_number("steps", 20.0) == 20 and isinstance(
+        app.check_number("steps", 20.0), int
+    )
+    assert app.check_number("granularity", np.float32(2.5)) == 2.5
+    assert app.check_number("seed", np.int64(7)) == 7
+    for name, limits in app.RANGES.items():  # both ends of every range are accepted
+        assert app.check_number(name, limits.low) == limits.low
+        assert app.check_number(name, limits.high) == limits.high
+
+
+def test_the_sliders_have_the_ranges_that_are_checked(get_pipe, tmp_path):
+    demo = app.build_demo(get_pipe, tiny=True, output_dir=tmp_path)
+    sliders = {b.elem_id: b for b in demo.blocks.values() if isinstance(b, gr.Slider)}
+    for name in ("iterations", "granularity", "steps", "guidance", "grow", "region2_weight"):
+        slider = sliders[f"magedit-{name.replace('_', '-')}"]
+        assert (slider.minimum, slider.maximum) == (app.RANGES[name].low, app.RANGES[name].high)
+
+
+def _unet_double(pipe, monkeypatch, fault):
+    """Replace the tiny pipeline's UNet call by ``fault(call, latents, t, emb, real)``."""
+    real = pipe._eps
+    calls = []
+
+    def eps(latents, t, emb):
+        calls.append(latents.shape[0])
+        return fault(calls, latents, t, emb, real)
+
+    monkeypatch.setattr(pipe, "_eps", eps)
+    return calls
+
+
+def _finishes(get_pipe, out, **changes) -> dict:
+    final = run(get_pipe, out, **changes)[-1]
+    assert "Done" in final["status"] and Path(final["download"]).is_file()
+    return final
+
+
+def test_nan_at_step_k_stops_the_job_readably_and_the_next_job_runs(
+    tiny_pipe, get_pipe, tmp_path, monkeypatch
+):
+    def nan_from_step_3(calls, latents, t, emb, real):
+        out = real(latents, t, emb)
+        # With DDIM inversion and no guidance, each denoising step is one UNet call of batch 4
+        # (both branches, both halves of classifier-free guidance); the inversion's are smaller.
+        return out * float("nan") if calls.count(4) >= 3 and latents.shape[0] == 4 else out
+
+    settings = {"inversion": "ddim", "iterations": 0, "words": "green", "seed": 11}
+    _unet_double(tiny_pipe, monkeypatch, nan_from_step_3)
+    with pytest.raises(gr.Error) as error:
+        run(get_pipe, tmp_path, **settings)
+    assert "NaN or infinite at step 3" in error.value.message
+    assert "lower the granularity" in error.value.message
+    assert not list(tmp_path.glob("magedit-*.png"))
+    monkeypatch.undo()
+    final = _finishes(get_pipe, tmp_path, **settings)
+    assert np.isfinite(final["result"][1].astype(float)).all()
+
+
+def test_cuda_out_of_memory_once_gives_a_hint_and_the_next_job_runs(
+    tiny_pipe, get_pipe, tmp_path, monkeypatch
+):
+    import torch
+
+    def out_of_memory_once(calls, latents, t, emb, real):
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (/srv/secret/cache)"
+            )
+        return real(latents, t, emb)
+
+    calls = _unet_double(tiny_pipe, monkeypatch, out_of_memory_once)
+    settings = {"inversion": "ddim", "steps": 7, "seed": 12}  # steps: not an inversion in cache
+    with pytest.raises(gr.Error) as error:
+        run(get_pipe, tmp_path, **settings)
+    message = error.value.message
+    assert message.startswith("out of GPU memory") and "fewer iterations" in message
+    assert "smaller resolution" in message and "/srv/secret" not in message
+    assert len(calls) == 1
+    final = _finishes(get_pipe, tmp_path, **settings)  # the same double: it failed only once
+    assert len(calls) > 1 and final["settings"]["seed"] == 12
+
+
+def test_a_slow_step_trips_the_time_limit_and_the_next_job_runs(
+    tiny_pipe, get_pipe, tmp_path, monkeypatch
+):
+    release = threading.Event()
+
+    def slow_third_call(calls, latents, t, emb, real):
+        if len(calls) == 3:
+            release.wait(timeout=30)  # a step that hangs until the test lets it go
+        return real(latents, t, emb)
+
+    calls = _unet_double(tiny_pipe, monkeypatch, slow_third_call)
+    settings = {"inversion": "ddim", "steps": 9, "seed": 13}
+    with pytest.raises(gr.Error) as error:
+        run(get_pipe, tmp_path, time_limit=0.5, **settings)
+    assert (
+        "ran longer than this page's limit of 0.5 s per job and was stopped" in error.value.message
+    )
+    assert "fewer steps or iterations" in error.value.message
+    stopped_at = len(calls)
+    release.set()  # the slow step ends; the worker stops before the next one
+    assert app._PIPELINE_LOCK.acquire(timeout=60), "the stopped job still holds the pipeline"
+    app._PIPELINE_LOCK.release()
+    # No UNet call after the step that was running (one more only if the worker had just passed
+    # its check between steps when the limit passed).
+    assert len(calls) <= stopped_at + 1
+    assert not list(tmp_path.glob("magedit-*.png"))
+    monkeypatch.undo()
+    _finishes(get_pipe, tmp_path, **settings)
+
+
+def test_the_worker_stops_at_its_next_step_once_past_the_time_limit(
+    tiny_pipe, get_pipe, tmp_path, monkeypatch
+):
+    def tick(calls, latents, t, emb, real):
+        time.sleep(0.02)  # every step takes a little time: the limit passes between steps
+        return real(latents, t, emb)
+
+    calls = _unet_double(tiny_pipe, monkeypatch, tick)
+    with pytest.raises(gr.Error, match="ran longer than this page's limit of 0.05 s"):
+        run(get_pipe, tmp_path, time_limit=0.05, inversion="ddim", steps=30, seed=14)
+    assert app._PIPELINE_LOCK.acquire(timeout=60)
+    app._PIPELINE_LOCK.release()
+    assert len(calls) < 30  # stopped early, not at the end of the inversion and the edit
+
+
+def test_gradio_errors_recognise_out_of_memory_runtime_errors():
+    with pytest.raises(gr.Error, match="out of GPU memory"), app.gradio_errors():
+        raise RuntimeError("CUDA error: out of memory")
+    with pytest.raises(RuntimeError, match="some other failure"), app.gradio_errors():
+        raise RuntimeError("some other failure")
+
+
+def test_inline_warnings_escape_the_users_text(get_pipe):
+    target = "<img src=x onerror=alert(1)> a green sofa"
+    status = app.check_inputs(get_pipe, SOURCE, target, "blue", "", 1)
+    assert "&lt;img" in status and "<img" not in status
+
+
+# ----------------------------------------------------------------------------------------------
+# Second region (Eq. 9), result section
+
+
+SOURCE2 = "a photo of a red sofa and a table in a living room"
+TARGET2 = "a photo of a green sofa and a wooden table in a living room"
+
+
+def mask_png(tmp_path, box, name="region2.png") -> str:
+    mask = np.zeros((H, W), np.uint8)
+    mask[box] = 255
+    path = tmp_path / name
+    Image.fromarray(mask).save(path)
+    return str(path)
+
+
+def test_second_region_is_passed_to_the_engine(get_pipe, tmp_path, monkeypatch):
+    received = []
+
+    def check_edit(size, source, target, regions, *args):
+        received.append(regions)
+        raise ValueError("stop before inverting")
+
+    monkeypatch.setattr(get_pipe(), "check_edit", check_edit)
+    table = (slice(150, 190), slice(10, 60))
+    changes = {
+        "source": SOURCE2,
+        "target": TARGET2,
+        "region2_mask_file": mask_png(tmp_path, table),
+        "region2_words": "wooden",
+        "region2_weight": 2.0,
+    }
+    with pytest.raises(gr.Error, match="stop before inverting"):
+        run(get_pipe, tmp_path, **changes)
+    first, second = received[-1]
+    assert first.words == ["green"]  # the target's new words less the second region's
+    assert np.array_equal(first.mask, _box(BOX)) and first.weight == 1.0
+    assert second.words == ["wooden"] and second.weight == 2.0
+    assert np.array_equal(second.mask, _box(table))
+    # Painted instead of uploaded.
+    region2 = painted_editor(box=table)
+    with pytest.raises(gr.Error, match="stop before inverting"):
+        run(get_pipe, tmp_path, **{**changes, "region2_mask_file": None, "region2_editor": region2})
+    assert np.array_equal(received[-1][1].mask, _box(table))
+    # No second region: one region.
+    with pytest.raises(gr.Error, match="stop before inverting"):
+        run(get_pipe, tmp_path, source=SOURCE2, target=TARGET2, region2_editor=painted_editor(None))
+    assert len(received[-1]) == 1 and received[-1][0].words == ["green", "wooden"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"region2_words": "wooden"}, "the second region has edit words but no mask"),
+        ({"region2_mask_file": "table"}, "the second region has a mask but no edit words"),
+        (
+            {"region2_mask_file": "table", "region2_words": "green", "words": "green, wooden"},
+            "['green'] are edit words of both regions",
+        ),
+        (
+            {"region2_mask_file": "table", "region2_words": "green, wooden"},
+            "adds no word for the first region besides the second region's",
+        ),
+        ({"region2_mask_file": "table", "region2_words": "blue"}, "'blue' is not in the target"),
+        ({"region2_mask_file": "corner", "region2_words": "wooden"}, "vanishes at the"),
+    ],
+)
+def test_second_region_is_checked(get_pipe, tmp_path, changes, message):
+    boxes = {"table": (slice(150, 190), slice(10, 60)), "corner": (slice(1, 3), slice(1, 3))}
+    if "region2_mask_file" in changes:
+        changes["region2_mask_file"] = mask_png(tmp_path, boxes[changes["region2_mask_file"]])
+    with pytest.raises(gr.Error) as error:
+        run(get_pipe, tmp_path, source=SOURCE2, target=TARGET2, **changes)
+    assert message in error.value.message.replace("&#x27;", "'")
+
+
+def test_a_two_region_edit_runs_and_reports_its_regions(get_pipe, tmp_path):
+    table = (slice(150, 190), slice(10, 60))
+    final = _finishes(
+        get_pipe,
+        tmp_path,
+        source=SOURCE2,
+        target=TARGET2,
+        region2_mask_file=mask_png(tmp_path, table),
+        region2_words="wooden",
+        region2_weight=0.5,
+        seed=21,
+    )
+    regions = final["settings"]["regions"]
+    assert [r["words"] for r in regions] == [["green"], ["wooden"]]
+    assert [r["weight"] for r in regions] == [1.0, 0.5]
+    assert regions[1]["pixels"] == 40 * 50
+    before, after = final["result"]
+    outside = ~(_box(BOX) | _box(table))
+    outside[images.grow(~outside, 8)] = False  # away from the feathered edges
+    assert np.array_equal(after[outside], before[outside])
+
+
+def test_results_go_to_the_session_gallery_newest_first_and_bounded(get_pipe, tmp_path):
+    first = run(get_pipe, tmp_path, seed=31)[-1]
+    history = first["history"]
+    assert history == [(first["download"], history[0][1])] and "seed 31" in history[0][1]
+    second = run(get_pipe, tmp_path, seed=32, history=history)[-1]
+    assert [path for path, _ in second["history"]] == [second["download"], first["download"]]
+    assert "seed 32" in second["history"][0][1] and "Done" in second["status"]
+    assert "seed 32" in second["status"]
+    # Bounded: the oldest entries fall out.
+    many = [(first["download"], f"old {i}") for i in range(app.GALLERY_SIZE)]
+    third = run(get_pipe, tmp_path, seed=33, history=many)[-1]["history"]
+    assert len(third) == app.GALLERY_SIZE and third[0][1].startswith("seed 33")
+    assert third[-1] == (first["download"], f"old {app.GALLERY_SIZE - 2}")
+    # Shown without the files pruned since; captions hold no user text.
+    Path(first["download"]).unlink()
+    assert app.show_history(second["history"]) == [second["history"][0]]
+    assert all(TARGET not in caption for _, caption in third)
+
+
+def test_use_as_input_makes_the_result_the_next_photo(get_pipe, tmp_path):
+    final = run(get_pipe, tmp_path, seed=41)[-1]
+    photo, mask_file, region2_file, status = app.use_as_input(final["download"])
+    assert photo == final["download"] and mask_file is None and region2_file is None
+    assert "new photo" in status
+    # The upload handler then starts afresh on it: new clicks, no painting, the result's pixels.
+    value, _, clicks, shown, mask_status, region2 = app.load_upload(photo)
+    assert np.array_equal(value["background"], final["result"][1]) and value["layers"] == []
+    assert clicks.points == () and clicks.key == images.image_hash(final["result"][1])
+    assert region2["layers"] == [] and "Preparing" in mask_status
+    with pytest.raises(gr.Error, match="no result yet"):
+        app.use_as_input(None)
+    # The next edit of it inverts anew (another photo), and says so.
+    again = run(get_pipe, tmp_path, image=photo, seed=41)[-1]
+    assert "Reused" not in again["status"] and again["settings"]["inversion"] == "direct"
+
+
+# ----------------------------------------------------------------------------------------------
+# Spaces, examples, launch
+
+
+def test_gpu_duration_grows_with_steps_and_iterations_and_is_capped():
+    def duration(**changes):
+        kwargs = {**edit_kwargs(), "time_limit": app.TIME_LIMIT, **changes}
+        kwargs.pop("image")
+        return app.gpu_duration(None, None, image=None, **kwargs)
+
+    base = duration(steps=50, iterations=15, inversion="direct", resolution=512)
+    assert duration(steps=100, iterations=15, inversion="direct", resolution=512) > base
+    assert duration(steps=50, iterations=30, inversion="direct", resolution=512) > base
+    assert duration(steps=50, iterations=15, inversion="null_text", resolution=512) > base
+    assert duration(steps=50, iterations=15, inversion="direct", resolution=256) < base
+    assert duration(steps=100, iterations=30, inversion="null_text", time_limit=90) == 90
+    assert duration(steps=5, iterations=0, inversion="ddim", resolution=256) == 30  # the floor
+    assert duration(steps="many") > 0  # unreadable: the defaults' estimate, run_edit refuses
+    # Positionally, as Gradio calls it through functools.partial.
+    positional = [None, None, 120.0, None, SOURCE, TARGET, "", "", "color", 15, 2.5, 50, 7.5]
+    assert app.gpu_duration(*positional, "direct", 0, 512) == base
+
+
+def test_spaces_gpu_is_a_no_op_off_zero_gpu(monkeypatch):
+    import inspect
+
+    import spaces
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert app._gpu is spaces.GPU
+
+    def job(x):
+        return x
+
+    assert spaces.GPU(duration=app.gpu_duration)(job) is job
+    assert inspect.isgeneratorfunction(app.run_edit)  # still the plain generator
+    assert list(inspect.signature(app.run_edit).parameters)[:4] == [
+        "get_pipeline",
+        "output_dir",
+        "time_limit",
+        "image",
+    ]
+
+
+ELEM_IDS = {
+    "magedit-image",
+    "magedit-clickable",
+    "magedit-mask-status",
+    "magedit-brush",
+    "magedit-mask-file",
+    "magedit-source",
+    "magedit-target",
+    "magedit-words",
+    "magedit-negative-word",
+    "magedit-prompt-status",
+    "magedit-edit",
+    "magedit-cancel",
+    "magedit-status",
+    "magedit-preview",
+    "magedit-attention",
+    "magedit-curve",
+    "magedit-result",
+    "magedit-download",
+    "magedit-use-as-input",
+    "magedit-settings",
+    "magedit-gallery",
+    "magedit-region2-brush",
+    "magedit-region2-mask-file",
+    "magedit-region2-words",
+    "magedit-region2-weight",
+    "magedit-seed",
+}
+
+
+def test_the_page_is_built_without_loading_a_model_and_offers_the_examples(tmp_path):
+    def never():
+        raise AssertionError("a model was loaded while building the page")
+
+    demo = app.build_demo(never, never, tiny=False, output_dir=tmp_path, time_limit=30)
+    blocks = list(demo.blocks.values())
+    assert {b.elem_id for b in blocks} >= ELEM_IDS
+    assert not [b for b in blocks if isinstance(b, gr.HTML)]  # no user text as HTML
+    assert demo.delete_cache == app.DELETE_CACHE
+    examples = app.load_examples()
+    assert len(examples) >= 4
+    dataset = next(b for b in blocks if isinstance(b, gr.Dataset))
+    assert len(dataset.samples) == len(examples)
+    fns = list(demo.fns.values())
+    edit = next(fn for fn in fns if fn.api_name == "edit")
+    assert edit.fn.args[2] == 30.0  # the time limit bound to the handler
+    assert edit.show_progress == "full" and edit.concurrency_limit == 1
+    result = next(b for b in blocks if b.elem_id == "magedit-result")
+    assert [b._id for b in edit.show_progress_on] == [result._id]
+    # Clicking an example only fills the inputs (Gradio's load_example); nothing is cached or
+    # run, and the loaders above were never called.
+    (load,) = [fn for fn in fns if fn.api_name == "load_example"]
+    by_id = {b._id: b.elem_id for b in blocks}
+    assert [by_id[b._id] for b in load.outputs][:2] == ["magedit-image", "magedit-mask-file"]
+    assert load.api_visibility == "private"
+    api = demo.get_api_info()["named_endpoints"]["/edit"]
+    names = [p["parameter_name"] for p in api["parameters"]]
+    assert names[-4:] == ["region2_mask_file", "region2_editor", "region2_words", "region2_weight"]
+    assert len(api["returns"]) == 7  # the session's gallery state is not part of the API
+    with pytest.raises(ValueError, match="time_limit"):
+        app.build_demo(never, tiny=True, output_dir=tmp_path, time_limit=0)
+
+
+def test_examples_stay_inside_their_folder(tmp_path):
+    (tmp_path / "examples.json").write_text(
+        '[{"name": "x", "image": "../app.py", "mask": "m.png"}]', encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match="no file"):
+        app.load_examples(tmp_path)
+    assert app.load_examples(tmp_path / "nothing") == []
+
+
+def test_launch_options_serve_only_the_assets(tmp_path):
+    args = app.build_parser().parse_args(["--port", "7999", "--time-limit", "45"])
+    options = app.launch_options(args)
+    assert options["allowed_paths"] == [str(app.ASSETS_DIR)]
+    assert options["show_error"] is False and options["max_file_size"] == app.MAX_FILE_SIZE
+    assert options["server_name"] == "127.0.0.1" and options["server_port"] == 7999
+    assert args.time_limit == 45.0
+    assert app.build_parser().parse_args([]).time_limit == app.TIME_LIMIT
+    for bad in ("0", "-3", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            app.build_parser().parse_args(["--time-limit", bad])
+    app.check_output_dir(tmp_path)  # the temp folder: Gradio accepts results from it
+    app.check_output_dir(Path.cwd() / "outputs")
+    with pytest.raises(ValueError, match="MAGEDIT_OUTPUT_DIR"):
+        app.check_output_dir(Path("/opt/magedit-results"))
