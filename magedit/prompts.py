@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 MAX_TOKENS = 77  # CLIP text encoder positions: BOS + 75 prompt tokens + EOS
+# Longer text is refused before tokenizing (which takes seconds for a megabyte): 75 tokens of at
+# most 32 bytes each, with a space between, fit in 2500 characters.
+MAX_PROMPT_CHARS = 4000
+# How much of a prompt an error message quotes.
+_QUOTE_CHARS = 80
 
 # Scores of prompt-to-prompt's "refine" alignment (Google's `seq_aligner`: ScoreParams(0, 1, -1)).
 _GAP, _MATCH, _MISMATCH = 0, 1, -1
@@ -42,28 +47,48 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
     return list(tokenizer.encode(prompt))
 
 
+def _quoted(text: str, limit: int = _QUOTE_CHARS) -> str:
+    """`text` for an error message: whitespace runs as one space, cut to `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def check_prompt(
     tokenizer: PreTrainedTokenizerBase, prompt: str, *, what: str = "target prompt"
 ) -> str:
     """Return `prompt` stripped of surrounding whitespace, after checking CLIP can read all of it.
 
-    Raises ValueError if `prompt` is not a string, is empty or blank, or has more than
-    `MAX_TOKENS` (77) tokens counting BOS and EOS. `what` names the prompt in the messages.
+    Raises ValueError if `prompt` is not a string; is empty, blank or only invisible characters
+    (zero-width spaces, format and control characters); holds a control character other than
+    tab and newline; has more than `MAX_PROMPT_CHARS` characters; or has more than `MAX_TOKENS`
+    (77) tokens counting BOS and EOS. `what` names the prompt in the messages.
     """
     if not isinstance(prompt, str):
         raise ValueError(
-            f"the {what} must be text, got {type(prompt).__name__} {prompt!r}; "
+            f"the {what} must be text, got {type(prompt).__name__} {_quoted(repr(prompt))}; "
             "pass a sentence such as 'a photo of a green sofa'"
         )
     text = prompt.strip()
-    if not text:
+    # Categories C* (control, format, unassigned) and Z* (separators) draw nothing.
+    if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
         image = "the edited image" if what.startswith("target") else "the image"
         raise ValueError(f"the {what} is empty; describe {image}, e.g. 'a photo of a green sofa'")
+    control = next((c for c in text if unicodedata.category(c) == "Cc" and not c.isspace()), None)
+    if control is not None:
+        raise ValueError(
+            f"the {what} holds the control character U+{ord(control):04X}; remove it and type "
+            "plain text"
+        )
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(
+            f"the {what} has {len(text)} characters, but CLIP reads at most {MAX_TOKENS} tokens "
+            "(a sentence or two); shorten it"
+        )
     n_tokens = len(token_ids(tokenizer, text))
     if n_tokens > MAX_TOKENS:
         raise ValueError(
-            f"the {what} '{text}' has {n_tokens} tokens counting the start and end tokens, "
-            f"but CLIP reads at most {MAX_TOKENS}; shorten it"
+            f"the {what} '{_quoted(text)}' has {n_tokens} tokens counting the start and end "
+            f"tokens, but CLIP reads at most {MAX_TOKENS}; shorten it"
         )
     return text
 
@@ -112,6 +137,11 @@ def _normalize_word(word: str) -> str:
     text = unicodedata.normalize("NFC", word).strip()
     if not text:
         raise ValueError("the edit word is empty; type a word of the target prompt, e.g. 'green'")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(
+            f"the edit word has {len(text)} characters; type a word of the target prompt, "
+            "e.g. 'green'"
+        )
     # A word made only of symbols (an emoji) is matched as it is.
     return _OUTER_PUNCTUATION.sub("", text) or text
 
@@ -176,8 +206,8 @@ def require_word(
     text = unicodedata.normalize("NFC", prompt)
     if _word_pattern(core).search(text):
         raise ValueError(
-            f"edit word '{core}' lies past CLIP's {MAX_TOKENS}-token limit in the {what} "
-            f"'{prompt}'; shorten the prompt or put the word earlier"
+            f"edit word '{_quoted(core)}' lies past CLIP's {MAX_TOKENS}-token limit in the {what} "
+            f"'{_quoted(prompt)}'; shorten the prompt or put the word earlier"
         )
     inside = _word_pattern(core, whole=False).search(text)
     if inside:
@@ -187,11 +217,13 @@ def require_word(
         while end < len(text) and re.match(_ALNUM, text[end]):
             end += 1
         raise ValueError(
-            f"edit word '{core}' appears only inside another word ('{text[start:end]}') in the "
-            f"{what} '{prompt}'; type a word that appears on its own in it"
+            f"edit word '{_quoted(core)}' appears only inside another word "
+            f"('{_quoted(text[start:end])}') in the {what} '{_quoted(prompt)}'; type a word that "
+            "appears on its own in it"
         )
     raise ValueError(
-        f"edit word '{core}' is not in the {what} '{prompt}'; type a word that appears in it"
+        f"edit word '{_quoted(core)}' is not in the {what} '{_quoted(prompt)}'; type a word that "
+        "appears in it"
     )
 
 
@@ -254,8 +286,8 @@ def refinement_mapper(
     for what, prompt, ids in (("source", source, source_ids), ("target", target, target_ids)):
         if len(ids) > max_len:
             raise ValueError(
-                f"the {what} prompt '{prompt}' has {len(ids)} tokens, more than the {max_len} "
-                "positions of the alignment; shorten it"
+                f"the {what} prompt '{_quoted(prompt)}' has {len(ids)} tokens, more than the "
+                f"{max_len} positions of the alignment; shorten it"
             )
     n_target = len(target_ids)
     target_to_source = torch.tensor(_align(source_ids, target_ids), dtype=torch.int64)
@@ -321,21 +353,34 @@ STOPWORDS = frozenset(
 )
 
 
+def _symbols(text: str) -> str:
+    """`text` from its first to its last symbol character (Unicode So: emoji, ©...), or ""."""
+    kept = [i for i, c in enumerate(text) if unicodedata.category(c) == "So"]
+    return text[kept[0] : kept[-1] + 1] if kept else ""
+
+
 def edit_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> list[str]:
     """The words of `target` that hold new tokens: the default edit words when none is given.
 
     A word is a whitespace-separated chunk of the target without the punctuation around it,
-    lowercased ("Tie-Dye," -> "tie-dye"); a new token made only of punctuation or symbols
-    names no word. Words come in target order, each once. Every returned word is found by
-    `word_token_indices(tokenizer, target, word)`.
+    lowercased ("Tie-Dye," -> "tie-dye"). A new token without a letter or digit names no word,
+    except an emoji (or other symbol character), which names itself ("🐱"). Words come in
+    target order, each once; every returned word is found by
+    `word_token_indices(tokenizer, target, word)`. Preference: content words, else emoji, else
+    the function words in `STOPWORDS` ("a photo of a sofa" -> "a photo of a 🐱 on a sofa" gives
+    ["🐱"], not ["on", "a"]).
     Raises ValueError if the target adds no new word.
     """
     text = unicodedata.normalize("NFC", target)
     spans = _token_spans(tokenizer, text)
     words: list[str] = []
+    symbols: list[str] = []
     for position in new_token_positions(tokenizer, source, text):
         start, end = spans[position]
         if not re.search(_ALNUM, text[start:end]):
+            symbol = _symbols(text[start:end])
+            if symbol and symbol not in symbols:
+                symbols.append(symbol)
             continue
         while start > 0 and not text[start - 1].isspace():
             start -= 1
@@ -345,14 +390,13 @@ def edit_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> 
         if word not in words:
             words.append(word)
     # Function words the alignment marks as new ("a cat" -> "a cat and a dog" adds "and", "a")
-    # carry no edit; guide the content words when there are any.
+    # carry no edit; guide the content words when there are any, else the emoji.
     content = [w for w in words if w not in STOPWORDS]
-    if content:
-        words = content
+    words = content or symbols or words
     if not words:
         raise ValueError(
-            f"the target prompt '{target}' adds no new word to the source prompt '{source}'; "
-            "change the words that describe the edit"
+            f"the target prompt '{_quoted(target)}' adds no new word to the source prompt "
+            f"'{_quoted(source)}'; change the words that describe the edit"
         )
     return words
 
@@ -367,21 +411,27 @@ def edit_word_positions(
 ) -> tuple[list[str], list[list[int]]]:
     """Choose and check the edit words of an edit: (words, positions of each in the target).
 
-    `words` None or empty picks the words the target adds (`edit_words`). Each word must be in
-    the target prompt. With `guided` (MAG runs while cross-attention is injected), each word must
-    hold at least one token that is new in the target: the maps of tokens shared with the source
-    are copied from the reconstruction branch, so guidance could not move them.
+    `words` None or empty (or only blank strings) picks the words the target adds
+    (`edit_words`); a bare string is one word. Each word must be in the target prompt. With
+    `guided` (MAG runs while cross-attention is injected), each word must hold at least one
+    token that is new in the target: the maps of tokens shared with the source are copied from
+    the reconstruction branch, so guidance could not move them.
     """
-    chosen = [w for w in (words or []) if w.strip()] or edit_words(tokenizer, source, target)
+    if isinstance(words, str):  # one word given bare, not the characters of a sequence
+        words = [words]
+    # Blank entries (an empty text box) mean "pick for me"; anything else that is not text
+    # reaches `_normalize_word`, which says so.
+    given = [w for w in (words or []) if not (isinstance(w, str) and not w.strip())]
+    chosen = given or edit_words(tokenizer, source, target)
     new = set(new_token_positions(tokenizer, source, target)) if guided else set()
     positions = []
     for word in chosen:
         found = require_word(tokenizer, target, word, what="target prompt")
         if guided and not new.intersection(found):
             raise ValueError(
-                f"edit word '{word}' is in both prompts, so its attention is copied from the "
-                "photo and guidance cannot change it; choose a word that is new in the target "
-                "prompt"
+                f"edit word '{_quoted(word)}' is in both prompts, so its attention is copied from "
+                "the photo and guidance cannot change it; choose a word that is new in the "
+                "target prompt"
             )
         positions.append(found)
     return chosen, positions

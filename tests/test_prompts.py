@@ -236,7 +236,9 @@ def test_refinement_mapper_identical_and_max_len(clip_tok) -> None:
         ("a cat", "a cat and the", ["and", "the"]),  # nothing else new: kept
         ("a red sofa", "a champagne sofa", ["champagne"]),
         ("a sofa", "a (checkered) sofa", ["checkered"]),  # chec + kered, one word
-        ("a sofa", "a 🙂 green sofa", ["green"]),  # the emoji names no word
+        ("a sofa", "a 🙂 green sofa", ["green"]),  # a content word goes before the emoji
+        ("a red sofa", "a red sofa 🙂!", ["🙂"]),  # only a symbol added: it names itself
+        ("a photo of a sofa", "a photo of a 🐱 on a sofa", ["🐱"]),  # not the new "on", "a"
     ],
 )
 def test_edit_words(clip_tok, spans, source: str, target: str, expected: list[str]) -> None:
@@ -252,7 +254,7 @@ def test_edit_words(clip_tok, spans, source: str, target: str, expected: list[st
         ("a red sofa", "a red sofa"),
         ("a red sofa", "A RED   sofa"),  # CLIP lowercases and folds spaces: same tokens
         ("a big red sofa", "a red sofa"),  # only a removal
-        ("a red sofa", "a red sofa 🙂!"),  # only symbols added
+        ("a red sofa", "a red sofa !?"),  # only punctuation added
     ],
 )
 def test_edit_words_none_new(clip_tok, source: str, target: str) -> None:
