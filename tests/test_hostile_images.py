@@ -2,8 +2,9 @@
 gives a valid RGB uint8 array or a readable ``ValueError`` that says what to do.
 
 The corpus is generated in a fixture (PIL, numpy and hand-written PNG chunks); no file on disk is
-read. Each case records its decoding time as the junit property ``seconds`` (not asserted: the
-CPUs are shared); the decompression bomb's memory growth is measured in a fresh process.
+read. Each case records its decoding time in the test's ``user_properties`` as ``seconds``
+(written by ``--junitxml`` with ``-o junit_family=xunit1``; not asserted: the CPUs are shared);
+the decompression bomb's memory growth is measured in a fresh process.
 """
 
 from __future__ import annotations
@@ -227,10 +228,12 @@ CORPUS = [
          Accept((64, 64), (((32, 8), WHITE, 8), ((32, 56), (0, 255, 255), 8)))),
     Case("RGBA on white", "rgba.png", rgba,
          Accept((64, 64), (((0, 0), RED, 0), ((0, 40), WHITE, 0)))),
-    Case("animated GIF", "anim.gif", lambda: animated("GIF"), Accept((64, 64), (((9, 9), RED, 0),))),
+    Case("animated GIF", "anim.gif", lambda: animated("GIF"),
+         Accept((64, 64), (((9, 9), RED, 0),))),
     Case("animated WebP", "anim.webp", lambda: animated("WEBP"),
          Accept((64, 64), (((9, 9), RED, 0),))),
-    Case("animated PNG", "anim.png", lambda: animated("PNG"), Accept((64, 64), (((9, 9), RED, 0),))),
+    Case("animated PNG", "anim.png", lambda: animated("PNG"),
+         Accept((64, 64), (((9, 9), RED, 0),))),
     Case("PNG named .jpg", "photo.jpg", lambda: encode(Image.new("RGB", (64, 64), RED)),
          Accept((64, 64), (((0, 0), RED, 0),))),
     Case("JPEG named .png", "photo.png",
@@ -241,7 +244,8 @@ CORPUS = [
     Case("exactly 64x64", "min.png", lambda: png(64, 64, 8, 2), Accept((64, 64))),
     Case("exactly 4:1", "wide.png", lambda: png(256, 64, 8, 2), Accept((64, 256))),
     Case("exactly 16 MP", "big.png", lambda: png(4000, 4000, 1, 0), Accept((4000, 4000))),
-    Case("1x1", "dot.png", lambda: png(1, 1, 8, 2), Refuse(r"^the image is 1x1 pixels; " + TOO_SMALL)),
+    Case("1x1", "dot.png", lambda: png(1, 1, 8, 2),
+         Refuse(r"^the image is 1x1 pixels; " + TOO_SMALL)),
     Case("8000x4", "strip.png", lambda: png(8000, 4, 8, 2),
          Refuse(r"^the image is 8000x4 pixels; " + TOO_SMALL)),
     Case("63 px side", "thin.png", lambda: png(200, 63, 8, 2),
@@ -307,13 +311,13 @@ def check_case(case: Case, source: object, secrets: tuple[str, ...] = ()) -> np.
 
 @pytest.mark.parametrize("kind", ["path", "str", "bytes", "stream"])
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
-def test_hostile_file(corpus, case: Case, kind: str, record_property) -> None:
+def test_hostile_file(corpus, case: Case, kind: str, request) -> None:
     path = corpus[case.name]
     data = path.read_bytes()
     source = {"path": path, "str": str(path), "bytes": data, "stream": io.BytesIO(data)}[kind]
     start = time.perf_counter()
     check_case(case, source, secrets=(str(path.parent),))
-    record_property("seconds", round(time.perf_counter() - start, 4))
+    request.node.user_properties.append(("seconds", round(time.perf_counter() - start, 4)))
 
 
 OPENED_BY_CALLER = [
