@@ -63,6 +63,17 @@ _DECODE_ERRORS = (
     Image.DecompressionBombWarning,
 )
 
+# The first bytes of the formats we read (WebP is RIFF....WEBP), to tell a damaged image from a
+# file that is no image at all. BMP's "BM" is too short to be sure of.
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
 # EXIF Orientation (tag 0x0112) -> the transpose that shows the picture upright (EXIF 2.3, 4.6.4;
 # the table of PIL's ImageOps.exif_transpose).
 _ORIENTATION_TAG = 0x0112
@@ -572,7 +583,7 @@ def _read_pil(source: ImageSource, check: SizeCheck, what: str) -> Image.Image:
     try:
         im = Image.open(stream, formats=IMAGE_FORMATS)
     except _DECODE_ERRORS as error:
-        raise ValueError(_unreadable(what, error)) from None
+        raise ValueError(_unreadable(what, error, _signature_format(stream))) from None
     with im:
         return _decode(im, check, what)
 
@@ -582,7 +593,7 @@ def _decode(im: Image.Image, check: SizeCheck, what: str) -> Image.Image:
     try:
         im.load()  # a file opens on its first frame, so animations give their first frame
     except _DECODE_ERRORS as error:
-        raise ValueError(_unreadable(what, error)) from None
+        raise ValueError(_unreadable(what, error, im.format)) from None
     method = _UPRIGHT.get(_orientation(im))
     return im if method is None else im.transpose(method)
 
@@ -607,11 +618,38 @@ def _short(name: str, limit: int = 80) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def _unreadable(what: str, error: BaseException) -> str:
+def _signature_format(stream: IO[bytes] | Path) -> str | None:
+    """The format whose signature starts the file (PNG, JPEG, GIF, WebP, TIFF), else None."""
+    try:
+        if isinstance(stream, Path):
+            with stream.open("rb") as f:
+                head = f.read(12)
+        else:
+            position = stream.tell()
+            stream.seek(0)
+            head = stream.read(12)
+            stream.seek(position)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    return None
+
+
+def _unreadable(what: str, error: BaseException, fmt: str | None = None) -> str:
+    """The message for a file PIL could not open or decode; ``fmt``: the format it claims."""
     if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return f"the {what} is too large to open safely; use a smaller {what}"
     if "truncated" in str(error) or isinstance(error, EOFError):
         return f"the {what} file is incomplete (cut off); upload it again or re-save it"
+    if fmt is not None:
+        return (
+            f"the {what} file is damaged: its {fmt} data cannot be read; upload it again or "
+            "re-save it"
+        )
     return f"the file is not {_a(what)} that can be read; use a PNG, JPEG or WebP file"
 
 
