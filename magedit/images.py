@@ -631,6 +631,8 @@ def _signature_format(stream: IO[bytes] | Path) -> str | None:
             stream.seek(position)
     except (OSError, ValueError, AttributeError):
         return None
+    if not isinstance(head, bytes):  # a file object in text mode
+        return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
     for signature, name in _SIGNATURES:

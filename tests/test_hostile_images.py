@@ -476,9 +476,10 @@ def test_mutated_files_give_an_image_or_a_value_error() -> None:
         ([1, 2, 3], r"^cannot read an image from a list; pass a file path"),
         (None, r"^cannot read an image from a NoneType"),
         (memoryview(b"not an image"), NOT_IMAGE),
+        (io.StringIO("\x89PNG text"), NOT_IMAGE),  # a file object in text mode
         (bytearray(b""), NOT_IMAGE),
     ],
-    ids=["long name", "NUL in name", "folder", "list", "None", "memoryview", "empty bytearray"],
+    ids=["long name", "NUL in name", "folder", "list", "None", "memoryview", "text", "empty"],
 )
 def test_hostile_sources(source, message) -> None:
     with pytest.raises(ValueError, match=message):
