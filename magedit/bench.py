@@ -308,15 +308,25 @@ def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
     return list(items[rank::world])
 
 
-def process_state() -> tuple[int, int, Any]:
-    """(rank, world size, accelerate PartialState or None). Under ``accelerate launch`` (or
-    torchrun: WORLD_SIZE > 1) the process group is joined through accelerate."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
+def process_state(device: str | None = None) -> tuple[int, int, Any]:
+    """(rank, world size, accelerate PartialState or None).
 
-        state = PartialState()
+    Under ``accelerate launch`` (or torchrun: WORLD_SIZE > 1) the process group is joined through
+    accelerate's PartialState: NCCL on GPUs, gloo on CPUs (``cpu=True``; without it accelerate
+    leaves CPU processes unconnected). Should accelerate still see one process, RANK/WORLD_SIZE
+    decide the shard and the results are merged by a later single-process run.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    import torch
+    from accelerate import PartialState
+
+    cpu = not torch.cuda.is_available() or (device or "").startswith("cpu")
+    state = PartialState(cpu=cpu)
+    if state.num_processes == world:
         return state.process_index, state.num_processes, state
-    return 0, 1, None
+    return int(os.environ.get("RANK", "0")), world, None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -710,6 +720,12 @@ def run_bench(
         state.wait_for_everyone()
     if merge and rank == 0 and (world == 1 or state is not None):
         outputs = finish(out, items, methods)
+    elif merge and rank == 0:
+        log(
+            f"the {world} processes are not connected, so nobody merges their results: when all "
+            "are done, run the same command in one process (it skips the finished edits and "
+            "merges)"
+        )
     log(
         f"{'' if world == 1 else f'process {rank + 1}/{world}: '}{made} edits made, "
         f"{len(mine) * len(methods) - len(todo)} skipped (already finished)"

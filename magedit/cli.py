@@ -786,7 +786,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--out '{args.out}' is a file; give a folder")
 
     # 2. Models: this process's device under accelerate, loaded once.
-    rank, world, state = bench.process_state()
+    rank, world, state = bench.process_state(args.device)
     device = args.device or (str(state.device) if state is not None else None)
     _quiet_libraries()
     pipe = load_pipeline(args.model, device, args.dtype, args.tiny)
