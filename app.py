@@ -1219,6 +1219,12 @@ def save_result(image: np.ndarray, output_dir: Path, prefix: str = "magedit") ->
     return path
 
 
+def cancelled_status() -> str:
+    """The Cancel button: the status line once the edit is stopped (the worker stops at its next
+    step and frees the pipeline for the next edit)."""
+    return "**Cancelled.** The edit was stopped; press *Edit* to run it again."
+
+
 def use_as_input(result_file: Any) -> tuple[Any, None, None, str]:
     """ "Use as input": the last result (the full-resolution PNG shown for download) becomes the
     photo, for the next edit. Returns (photo, mask file, second region's mask file, status); the
@@ -1683,7 +1689,13 @@ def build_demo(
             show_progress_on=[result],
         )
         edit_event.then(show_history, inputs=history, outputs=gallery, **direct)
-        cancel_button.click(None, cancels=[edit_event], api_visibility="private")
+        cancel_button.click(
+            cancelled_status,
+            outputs=status,
+            cancels=[edit_event],
+            show_progress="hidden",
+            **direct,
+        )
         use_button.click(
             use_as_input,
             inputs=download,

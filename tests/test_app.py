@@ -83,8 +83,12 @@ def test_build_demo_on_tiny_pipeline(get_pipe, tmp_path):
     edit = next(fn for fn in demo.fns.values() if fn.api_name == "edit")
     assert edit.concurrency_limit == 1
     assert demo._queue.max_size == app.QUEUE_SIZE
-    cancels = [fn for fn in demo.fns.values() if fn.fn is None and fn.cancels]
-    assert cancels, "the Cancel button cancels the edit event"
+    (cancel,) = [fn for fn in demo.fns.values() if fn.cancels]
+    assert cancel.cancels == [edit._id], "the Cancel button cancels the edit event"
+    # The same click also says so in the status line (Gradio registers it as its own function).
+    (said,) = [fn for fn in demo.fns.values() if fn.fn is app.cancelled_status]
+    assert said.targets == cancel.targets and "Cancelled" in app.cancelled_status()
+    assert [b.elem_id for b in said.outputs] == ["magedit-status"] and said.queue is False
     # Real weights: no banner, the paper's defaults.
     demo = app.build_demo(get_pipe, tiny=False, output_dir=tmp_path)
     texts = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
