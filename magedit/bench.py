@@ -580,7 +580,8 @@ def run_bench(
     log = log or (lambda text: print(text, file=sys.stderr))
     methods = _check_method_names(methods)
     out = Path(out).expanduser()
-    items = load_dataset(dataset)[:limit] if limit else load_dataset(dataset)
+    items = load_dataset(dataset)
+    items = items[:limit] if limit else items
     if rank is None or world is None:
         rank, world = (state.process_index, state.num_processes) if state else (0, 1)
     mine = shard(items, rank, world)

@@ -300,3 +300,36 @@ def test_shards_run_apart_and_merge(dataset, tmp_path, models):
     again = bench.run_bench(dataset, out, ["p2p"], pipe=pipe, metrics=metrics, **settings)
     assert (again.made, again.skipped) == (0, 3)
     assert [r["finished"] for r in rows_of(out / "results.csv")] == [r["finished"] for r in merged]
+
+
+class FakeState:
+    """What run_bench uses of accelerate's PartialState: the rank, the world and the barrier."""
+
+    def __init__(self, rank: int, world: int):
+        self.process_index, self.num_processes, self.waited = rank, world, 0
+
+    def wait_for_everyone(self):
+        self.waited += 1
+
+
+def test_under_accelerate_the_main_process_merges_after_the_barrier(
+    dataset, tmp_path, models, monkeypatch
+):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert bench.process_state() == (0, 1, None)  # a plain run: one process, no process group
+    pipe, metrics = models
+    out = tmp_path / "accelerate"
+    settings = dict(steps=1, resolution=64, inversion="ddim", quiet=True, log=lambda _: None)
+    states = {rank: FakeState(rank, 2) for rank in (1, 0)}  # the other process finishes first
+    summaries = {
+        rank: bench.run_bench(
+            dataset, out, ["p2p"], pipe=pipe, metrics=metrics, state=state, **settings
+        )
+        for rank, state in states.items()
+    }
+    assert [states[r].waited for r in (0, 1)] == [1, 1]
+    assert summaries[1].outputs == [] and summaries[1].made == 1
+    assert summaries[0].outputs[:2] == [out / "results.csv", out / "table.md"]
+    merged = rows_of(out / "results.csv")
+    assert [(r["item"], r["rank"]) for r in merged] == [("sofa", "0"), ("rug", "1"), ("pet", "0")]
+    assert (out / "contact_sheet.png").is_file()
