@@ -546,12 +546,24 @@ def run_load(
         stop.set()
         sampler.join()
         if server is not None:
-            time.sleep(0.5)  # the last handler's end line is written after its answer is sent
+            _wait_until_settled(server.trace_path)
             rss.append(server.rss_bytes())
         return _figures(run, server, rss, wall)
     finally:
         if server is not None:
             server.stop()
+
+
+def _wait_until_settled(trace_path: Path | None, timeout: float = 30.0) -> None:
+    """Wait until every traced call that started has ended (a cancelled handler ends at its next
+    update, after its client got the answer), at most ``timeout`` seconds; the figures then show
+    what never ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        trace = read_trace(trace_path)
+        if trace is None or all(kind["starts"] == kind["ends"] for kind in trace.values()):
+            return
+        time.sleep(0.25)
 
 
 def _warm_up(run: LoadRun) -> None:

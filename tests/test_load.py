@@ -45,8 +45,12 @@ def test_the_server_runs_one_edit_at_a_time_and_loses_none(figures):
     assert server["pipeline"]["starts"] == server["pipeline"]["ends"]
     edit = server["edit"]
     assert edit["starts"] == edit["ends"]  # every handler the queue started was closed
-    # The server finished exactly the edits the clients received (and the harness's warm-up).
-    assert edit["outcomes"].get("done", 0) == figures["completed_edits"] + figures["warm_up_edits"]
+    # The server finished every edit the clients received (and the harness's warm-up). One more
+    # is possible: a burst edit that finished just as its client cancelled it.
+    surplus = (
+        edit["outcomes"].get("done", 0) - figures["completed_edits"] - figures["warm_up_edits"]
+    )
+    assert 0 <= surplus <= 1
     assert figures["server_failures"] == []
 
 
