@@ -85,11 +85,15 @@ def test_an_edit_streams_previews_then_shows_the_result(studio, photo):
     assert re.search(r"magedit-\w+\s*\.png", studio.text("magedit-download"))
 
 
-def test_cancel_stops_the_run_and_the_edit_button_works_again(studio, photo):
+def test_clicks_answer_during_an_edit_and_cancel_frees_the_edit_button(studio, photo):
     prepare(studio, photo, steps=60)  # long enough to be cancelled mid-run
     studio.watch_images("magedit-preview")
     studio.edit()
     studio.wait_for_text("magedit-status", r"Step ([2-9]|\d\d)/60")  # running, far from done
+    # Clicks do not wait behind the running edit (they skip the queue).
+    studio.click_photo(0.3, 0.4)
+    studio.wait_for_text("magedit-mask-status", "from 2 object")
+    assert re.search(r"Step \d+/60", studio.text("magedit-status"))
     studio.page.locator("#magedit-cancel").click()
     # Wait for the page to say so; what it said is asserted last, after the Edit button is tried.
     said_cancelled = True
