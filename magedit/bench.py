@@ -632,7 +632,9 @@ def run_bench(
                     config,
                 )
             words = list(item.words) or prompts.edit_words(pipe.tokenizer, item.source, item.target)
-            phrase = item.phrase or target_phrase(item.target, words, prompts.STOPWORDS)
+            phrase = item.phrase or target_phrase(
+                item.target, words, prompts.STOPWORDS, noun=item.type != "object"
+            )
         except ValueError as error:
             raise ValueError(f"item {where}: {error}") from None
         loaded[item.id] = (image, mask, phrase)

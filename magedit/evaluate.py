@@ -42,6 +42,8 @@ DINO_MAX_SIDE = 480
 # Mask size buckets (fraction of the image's pixels). MAG-Bench sorts its masks into small,
 # medium and large without saying where the borders are; these are ours.
 SIZE_BUCKETS = (("small", 0.05), ("medium", 0.20), ("large", 1.0))
+# At most this many words after the edit words join the CLIP phrase (the noun they modify).
+PHRASE_NOUN = 2
 # SSIM of Wang et al. (2004): 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03.
 SSIM_SIGMA, SSIM_RADIUS, SSIM_K1, SSIM_K2 = 1.5, 5, 0.01, 0.03
 
@@ -74,12 +76,18 @@ def size_bucket(coverage: float) -> str:
     return SIZE_BUCKETS[-1][0]
 
 
-def target_phrase(target: str, words: Sequence[str], stopwords: frozenset[str]) -> str:
-    """The phrase the local CLIP score reads (appendix C.3): the target prompt's words from the
-    first edit word to the last, plus the next word when it is not a function word (the noun the
-    edit words modify): "a photo of a red car on a road", ["red"] -> "red car"; an object edit
-    "a dog on the sofa", ["dog"] -> "dog". Words are matched case-insensitively, without the
-    punctuation around them. Raises ValueError if an edit word is not in the target."""
+def target_phrase(
+    target: str, words: Sequence[str], stopwords: frozenset[str], *, noun: bool = True
+) -> str:
+    """The phrase the local CLIP score reads (appendix C.3: "red car" for a car turned red).
+
+    The target prompt's words from the first edit word to the last; with ``noun``, followed by
+    the words after them up to the next function word or punctuation, at most ``PHRASE_NOUN``
+    words (the noun they modify): "a red car on a road", ["red"] -> "red car"; "under a starry
+    evening sky", ["starry"] -> "starry evening sky". Object edits pass ``noun=False``: their
+    edit words name the new object ("a dog sitting on a bed", ["dog"] -> "dog"). Words are
+    matched case-insensitively, without the punctuation around them. Raises ValueError if an
+    edit word is not in the target."""
     tokens = target.split()
     bare = [re.sub(r"^[\W_]+|[\W_]+$", "", t).lower() for t in tokens]
     places = []
@@ -94,9 +102,14 @@ def target_phrase(target: str, words: Sequence[str], stopwords: frozenset[str]) 
         places.append((found[0], found[0] + len(parts)))
     start = min(p[0] for p in places)
     end = max(p[1] for p in places)
-    # The noun comes right after the words, unless a comma or full stop ends the phrase there.
-    ends_clause = re.search(r"[,.;:!?]$", tokens[end - 1])
-    if end < len(tokens) and bare[end] and bare[end] not in stopwords and not ends_clause:
+    last = end + PHRASE_NOUN if noun else end
+    # A comma or full stop after a word ends the phrase there.
+    while (
+        end < min(last, len(tokens))
+        and not re.search(r"[,.;:!?]$", tokens[end - 1])
+        and bare[end]
+        and bare[end] not in stopwords
+    ):
         end += 1
     return " ".join(bare[start:end])
 

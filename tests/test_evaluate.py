@@ -103,6 +103,11 @@ def test_target_phrase_and_size_buckets():
         "light blue suit"
     )
     assert phrase("a red, old car", ["red"], STOPWORDS) == "red"
+    assert phrase("a rocket under a starry evening sky", ["starry"], STOPWORDS) == (
+        "starry evening sky"
+    )
+    assert phrase("a green sofa bed frame", ["green"], STOPWORDS) == "green sofa bed"  # 2 at most
+    assert phrase("a dog sitting on a bed", ["dog"], STOPWORDS, noun=False) == "dog"
     with pytest.raises(ValueError, match="edit word 'blue' is not in the target"):
         phrase("a red car", ["blue"], STOPWORDS)
     assert [ev.size_bucket(c) for c in (0.0, 0.049, 0.05, 0.199, 0.2, 0.9)] == [
