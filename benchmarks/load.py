@@ -412,6 +412,9 @@ class LoadRun:
                 self._edit(client, index, "cancel" if cancel else "complete")
             if self.settings.burst:
                 self._burst(client, index)
+        except BaseException:
+            self.barrier.abort()  # this user's jobs stay "pending" (counted as lost)
+            raise
         finally:
             client.close()
 
