@@ -176,6 +176,19 @@ def test_random_hostile_prompts_never_give_a_position_past_the_maps(tok) -> None
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread for this test, restored after. The tiny models gain nothing from a
+    second thread, and on shared CPUs two OpenMP threads spin-wait: a null-text edit took 40 s
+    of wall time instead of 2 (measured on the 2 shared cores of the dev machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def checks_only(tiny_pipe, monkeypatch):
     """The tiny pipeline with every model call failing: the checks must need none."""
 
@@ -238,9 +251,9 @@ def test_the_library_functions_agree_with_check_edit(tok) -> None:
             assert edit_words(tok, source, target) == chosen[0]
 
 
-def test_a_tiny_edit_with_emoji_and_unicode_stays_finite(tiny_pipe) -> None:
+def test_a_tiny_edit_with_emoji_and_unicode_stays_finite(tiny_pipe, one_thread) -> None:
     """Emoji, CJK and accented edit words through the whole edit: no NaN loss or latent."""
-    config = EditConfig(resolution=128, inversion="direct", max_iter=2).with_steps(4)
+    config = EditConfig(resolution=64, inversion="direct", max_iter=2).with_steps(3)
     image = scene(96, 128)
     inversion = tiny_pipe.invert(image, "a photo of a sofa", config=config)
     target = "a photo of a grüne 🐱 sofa, 猫!"
@@ -248,7 +261,7 @@ def test_a_tiny_edit_with_emoji_and_unicode_stays_finite(tiny_pipe) -> None:
     result = events[-1]
     assert isinstance(result, EditResult) and result.words == [["🐱", "猫"]]
     losses = [e.loss for e in events[:-1]]
-    assert len(losses) == 4 + 2 * sum(config.guide_at(i) for i in range(4)) and len(losses) > 4
+    assert len(losses) == 3 + 2 * sum(config.guide_at(i) for i in range(3)) and len(losses) > 3
     assert all(np.isfinite(loss) for loss in losses)
     assert all(0 <= e.in_mask_ratio <= 1 for e in events[:-1])
     assert torch.isfinite(result.latents).all()
