@@ -9,7 +9,6 @@ recorded with every result (``EditResult.seed``, the CLI's log) so a run can be 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 
@@ -69,7 +68,6 @@ def test_same_inputs_and_seed_give_identical_png_bytes(cli_on_tiny) -> None:
     first, first_raw, first_log = cli_on_tiny("first", "--seed", "3")
     second, second_raw, second_log = cli_on_tiny("second", "--seed", "3")
     assert first == second and first_raw == second_raw
-    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(second).hexdigest()
     assert first_log["seed"] == second_log["seed"] == 3
     assert first_log["config"]["inversion"] == "null_text" and first_log["config"]["max_iter"] == 2
     assert first_log["losses"] == second_log["losses"]
