@@ -595,8 +595,15 @@ def run_bench(
         "clip_model": metrics.clip.name,
         "dino_model": metrics.dino.name,
     }
-    # 1. Finished work: kept only when made with the same settings.
-    finished = finished_rows(out)
+    # 1. Finished work: kept only when made with the same settings; an item whose prompts or
+    #    type changed in the dataset since is edited again.
+    current = {i.id: (i.source, i.target, i.type) for i in items}
+    finished = {
+        key: row
+        for key, row in finished_rows(out).items()
+        if current.get(key[0], (row["source"], row["target"], row["type"]))
+        == (row["source"], row["target"], row["type"])
+    }
     for row in finished.values():
         differ = [k for k in RUN_KEYS if row.get(k) != run[k]]
         if differ:
@@ -610,7 +617,7 @@ def run_bench(
     todo = [(i, m) for i in mine for m in methods if (i.id, m) not in finished]
 
     # 2. Check every edit of the shard before any inversion: words, masks, prompts.
-    loaded: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+    phrases: dict[str, str] = {}  # images are read again when edited: a shard may be large
     for item in mine:
         if all((item.id, m) in finished for m in methods):
             continue
@@ -637,7 +644,7 @@ def run_bench(
             )
         except ValueError as error:
             raise ValueError(f"item {where}: {error}") from None
-        loaded[item.id] = (image, mask, phrase)
+        phrases[item.id] = phrase
 
     # 3. Edit and measure, one row at a time, each written at once (an interruption loses at
     #    most the edit in progress).
@@ -657,7 +664,9 @@ def run_bench(
             todo_here = [m for m in methods if (item.id, m) not in finished]
             if not todo_here:
                 continue
-            image, mask, phrase = loaded[item.id]
+            image = images.load_image(item.image)
+            mask = images.load_mask(item.mask, size=image.shape[:2])
+            phrase = phrases[item.id]
             for method in todo_here:
                 bar.set_postfix_str(f"{item.id} {method}")
                 config = method_config(

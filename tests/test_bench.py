@@ -271,7 +271,16 @@ def test_bench_writes_rows_table_sheet_and_resumes(dataset, tmp_path, capsys, mo
         k: v for k, v in stamps.items() if k != ("rug", "p2p")
     }
 
-    # 5. Other settings in the same folder are refused rather than mixed in.
+    # 5. An item whose target changed in the dataset is edited again.
+    lines = (dataset / "prompts.jsonl").read_text()
+    changed = tmp_path / "changed"
+    write_dataset(changed, [lines.replace("plaid", "tartan")], dataset)
+    edits[:] = []
+    code, _, err = run(capsys, "bench", str(changed), "--out", str(out), *FAST)
+    assert code == 0 and "4 edits made, 8 skipped" in err
+    assert set(edits) == {"a photo of a tartan rug"}
+
+    # 6. Other settings in the same folder are refused rather than mixed in.
     code, _, err = run(capsys, *argv[:-1], "--seed", "1", "--quiet")
     assert code == 2 and "holds results made with other settings (seed 0 not 1)" in err
 
