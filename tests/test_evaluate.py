@@ -180,3 +180,24 @@ def test_metrics_measure_on_an_untouched_outside():
     assert changed["dino"] > 0
     assert changed["psnr_outside"] == math.inf
     assert changed["ssim_outside"] == pytest.approx(1.0, abs=1e-12)
+
+
+def _cached(repo: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(
+    not (_cached(ev.CLIP_MODEL) and _cached(ev.DINO_MODEL)),
+    reason=f"{ev.CLIP_MODEL} and {ev.DINO_MODEL} are not in the Hugging Face cache (offline)",
+)
+def test_real_clip_and_dino_load_and_agree_with_the_eye():
+    metrics = ev.Metrics.from_pretrained()
+    red = np.zeros((224, 224, 3), np.uint8)
+    red[..., 0] = 220
+    assert metrics.clip.score(red, "a red square") > metrics.clip.score(red, "a blue square")
+    image = noise(224, 224)
+    assert metrics.dino.distance(image, image) == 0.0
+    assert metrics.dino.self_similarity(image).shape == (785, 785)  # CLS + 28 x 28 patches
