@@ -272,8 +272,10 @@ def load_upload(
     with gradio_errors():
         photo = images.load_image(image)
     height, width = photo.shape[:2]
-    value = {"background": photo, "layers": [], "composite": photo}
     clicks = Clicks(key=images.image_hash(photo), size=(height, width), display=_display(photo))
+    # The brushes paint over the photo as shown for clicking (at most DISPLAY_SIDE long): their
+    # layers are scaled to the photo's size when read.
+    value = {"background": clicks.display, "layers": [], "composite": clicks.display}
     return (
         value,
         f"Photo {width}x{height}. Click the object to edit (or paint the region, or upload a "
@@ -294,69 +296,90 @@ def read_mask(
     """The region to edit as an HxW bool mask at ``size`` = (height, width) of the photo.
 
     ``mask_file`` (a path or array), when given, is used instead of anything else. Otherwise it
-    is what is painted in ``editor``, a gr.ImageEditor value {"background", "layers",
-    "composite"} with RGBA layers (painted: alpha above 0, whatever the colour). The page puts the
-    clicked mask into the editor as its starting layer (``brush_layer``), so the brush adds to it
-    and the eraser removes from it. With nothing painted, it is ``clicked`` (the clicked mask,
-    grown; ``clicked_mask``): an API call, or an editor not refreshed yet.
+    is ``clicked`` (the clicked mask, grown; ``clicked_mask``) refined with the brush: ``editor``
+    is a gr.ImageEditor value {"background", "layers", "composite"} with RGBA layers, scaled to
+    ``size``; its painted pixels (alpha above 0) are added to the region, except those painted
+    in the "remove" colour (bluer than red, ``REMOVE_RGBA``), which are taken out of it.
     """
     with gradio_errors():
         if mask_file is not None:
             return images.load_mask(mask_file, size=size)
-        painted = _editor_mask(editor, size)
-        if painted is not None:
-            return painted
         if clicked is not None and clicked.shape != tuple(size):
             raise ValueError(
                 f"the clicked mask is {clicked.shape[1]}x{clicked.shape[0]} pixels but the photo "
                 f"is {size[1]}x{size[0]}; clear the points and click the object again"
             )
-        if clicked is None or not clicked.any():
+        mask = np.zeros(size, dtype=bool) if clicked is None else clicked.copy()
+        add, remove = _brush_strokes(editor, size)
+        mask = (mask | add) & ~remove
+        if not mask.any():
             raise ValueError(
                 "no region is marked; click the object on the photo, paint the region to edit on "
                 "it with the brush, or upload a mask file"
             )
-        return clicked
+        return mask
+
+
+def _brush_strokes(
+    editor: dict[str, Any] | None, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(added, removed): the pixels an editor value's layers paint in the "add" colour (or any
+    colour at least as red as it is blue) and in the "remove" colour, (H, W) bool at ``size``."""
+    add = np.zeros(size, dtype=bool)
+    remove = np.zeros(size, dtype=bool)
+    for layer in (editor or {}).get("layers") or []:
+        if layer is None:
+            continue
+        array = np.asarray(layer)
+        painted = _painted(array)
+        if not painted.any():
+            continue
+        bluer = painted & _bluer(array)
+        for target, pixels in ((add, painted & ~bluer), (remove, bluer)):
+            if pixels.any():  # layers are the canvas's size: the shown photo's, scaled here
+                target |= images.load_mask(pixels, size=size)
+    return add, remove
+
+
+def _bluer(array: np.ndarray) -> np.ndarray:
+    """Pixels of an RGB(A) layer more blue than red (the "remove" brush); False for masks."""
+    if array.ndim == 3 and array.shape[2] >= 3:
+        return array[..., 2].astype(int) > array[..., 0].astype(int)
+    return np.zeros(array.shape[:2], dtype=bool)
 
 
 def _editor_mask(editor: dict[str, Any] | None, size: tuple[int, int]) -> np.ndarray | None:
-    """The union of an editor value's painted layers at ``size`` (layers are the canvas's size,
-    normally the photo's), or None when nothing is painted."""
+    """The union of an editor value's painted layers at ``size`` (any colour), or None when
+    nothing is painted. Used for the second region, which has one brush."""
     layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
     masks = [images.load_mask(p, size=size) for p in map(_painted, layers) if p.any()]
     return images.mask_union(*masks) if masks else None
 
 
-BRUSH_RGBA = (255, 45, 85, 153)  # the brush's colour (#ff2d55 at 60%), also the clicked layer's
-REGION2_BRUSH_RGBA = (45, 140, 255, 153)  # the second region's brush (#2d8cff at 60%)
+ADD_RGBA = (255, 45, 85, 153)  # the brush's "add" colour, #ff2d55 at 60%
+REMOVE_RGBA = (45, 140, 255, 153)  # its "remove" colour, #2d8cff at 60%; the second region's
 
 
-def brush_layer(editor: dict[str, Any] | None, clicks: Clicks, grow: float) -> Any:
-    """After a click, undo, clear, next candidate or grow: the brush editor's value with the
-    clicked mask (grown by ``grow`` pixels) as its one layer, so the brush refines what Segment
-    Anything found. Clicking again starts the layer afresh from the new mask. gr.skip() when the
-    editor holds no photo."""
-    background = (editor or {}).get("background")
-    if background is None or clicks.size is None:
+def brush_view(clicks: Clicks, grow: float) -> Any:
+    """After a click, undo, clear, next candidate or grow: the brush editor's value, the photo
+    as shown for clicking with the clicked mask (grown by ``grow`` pixels) tinted on it and no
+    paint, so the brush refines what Segment Anything found (``read_mask`` adds the red strokes
+    to that mask and takes the blue ones out). gr.skip() before a photo is uploaded.
+
+    The mask is drawn on the background rather than given as a layer: Gradio 6.31's editor
+    places layers sent by the server off the photo (centred on its 800x800 default canvas) and
+    crops them away as soon as the user paints.
+    """
+    if clicks.display is None or clicks.size is None:
         return gr.skip()
-    background = np.asarray(background)
-    height, width = background.shape[:2]
+    shown = clicks.display
     mask = clicked_mask(clicks, check_number("grow", grow))
-    if mask is None:
-        return {"background": background, "layers": [], "composite": background}
-    if mask.shape != (height, width):  # the canvas is the photo's size; nearest when it is not
-        rows = np.arange(height) * mask.shape[0] // height
-        cols = np.arange(width) * mask.shape[1] // width
-        mask = mask[np.ix_(rows, cols)]
-    layer = np.zeros((height, width, 4), np.uint8)
-    layer[mask] = BRUSH_RGBA
-    composite = background.copy()
-    alpha = BRUSH_RGBA[3] / 255
-    colour = np.asarray(BRUSH_RGBA[: composite.shape[2]], np.float32)
-    composite[mask] = (composite[mask] * (1 - alpha) + colour * alpha).round().astype(np.uint8)
-    if composite.shape[2] == 4:
-        composite[mask, 3] = background[mask, 3]
-    return {"background": background, "layers": [layer], "composite": composite}
+    if mask is not None:
+        (height, width), (h, w) = clicks.size, shown.shape[:2]
+        rows = np.arange(h) * height // h  # nearest, as render_clicks
+        cols = np.arange(w) * width // w
+        shown = images.mask_overlay(shown, mask[np.ix_(rows, cols)], color=ADD_RGBA[:3])
+    return {"background": shown, "layers": [], "composite": shown}
 
 
 def _painted(layer: Any) -> np.ndarray:
@@ -1343,14 +1366,18 @@ def build_demo(
                             clear_button = gr.Button("Clear", size="sm", elem_id="magedit-clear")
                     with gr.Tab("Refine with the brush"):
                         editor = gr.ImageEditor(
-                            label="The clicked mask, to refine: paint what it missed, erase what "
-                            "it took too much",
+                            label="Refine the clicked mask: paint in red what it missed, in blue "
+                            "what it took too much (the eraser removes paint)",
                             type="numpy",
                             image_mode="RGBA",
                             sources=[],  # the background is the photo above
                             transforms=[],  # keep the canvas the photo's size
                             layers=False,
-                            brush=gr.Brush(colors=[("#ff2d55", 0.6)], color_mode="fixed"),
+                            brush=gr.Brush(
+                                colors=[("#ff2d55", 0.6), ("#2d8cff", 0.6)],  # add, remove
+                                default_color=("#ff2d55", 0.6),
+                                color_mode="fixed",
+                            ),
                             eraser=gr.Eraser(),
                             format="png",  # lossless: the layer's alpha is the mask
                             height=420,
@@ -1581,10 +1608,10 @@ def build_demo(
         def on_click(image, clicks, mode, grow, evt: gr.SelectData):
             return add_point(get_segmenter, image, clicks, mode, grow, evt.index)
 
-        # After each change of the clicks, the brush starts from the clicked mask.
+        # After each change of the clicks, the brush shows the clicked mask, unpainted.
         to_brush = {
-            "fn": brush_layer,
-            "inputs": [editor, clicks, grow],
+            "fn": brush_view,
+            "inputs": [clicks, grow],
             "outputs": editor,
             "show_progress": "hidden",
             **direct,

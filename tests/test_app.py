@@ -445,7 +445,7 @@ def test_the_grow_slider_grows_the_shown_and_used_mask(get_seg, photo_path, sess
     assert not np.array_equal(shown, app.render_clicks(clicks, 0))
 
 
-def test_the_edit_gets_the_brush_layer_which_starts_as_the_clicked_mask(
+def test_the_brush_refines_the_clicked_mask(
     get_pipe, get_seg, photo_path, session, tmp_path, monkeypatch
 ):
     clicks = click(get_seg, photo_path, session, (100, 150))[1]
@@ -466,47 +466,47 @@ def test_the_edit_gets_the_brush_layer_which_starts_as_the_clicked_mask(
         return received[-1]
 
     clicked = images.grow(clicks.candidates[0].mask, 6)
-    # After the click the page puts the clicked mask (grown) into the brush as its layer.
-    blank = painted_editor(box=None)
-    blank["layers"] = []
-    layered = app.brush_layer(blank, clicks, 6)
-    assert len(layered["layers"]) == 1 and layered["layers"][0].shape == (H, W, 4)
-    assert np.array_equal(layered["layers"][0][..., 3] > 0, clicked)
-    assert np.array_equal(layered["background"], blank["background"])
-    assert not np.array_equal(layered["composite"], blank["background"])
-    assert np.array_equal(edit(layered), clicked)
-    # Painting adds to it, the eraser (alpha back to 0) removes from it.
+    # After the click the brush shows the photo with the clicked mask (grown) tinted, no paint.
+    view = app.brush_view(clicks, 6)
+    assert view["layers"] == [] and view["background"].shape == (H, W, 3)
+    assert np.array_equal(
+        view["background"], images.mask_overlay(photo(), clicked, app.ADD_RGBA[:3])
+    )
+    assert np.array_equal(view["background"][~clicked], photo()[~clicked])
+    assert np.array_equal(edit(view), clicked)
+    assert np.array_equal(edit(None), clicked)  # an API call: no editor
+    # Red paint adds to the clicked mask; blue paint takes out of it.
     corner = (slice(0, 20), slice(0, 20))
-    layer = layered["layers"][0].copy()
-    layer[corner] = app.BRUSH_RGBA
     rows = np.flatnonzero(clicked.any(axis=1))
-    erased = (slice(rows[0], rows[0] + 5), slice(None))
-    layer[erased] = 0
-    expected = clicked.copy()
-    expected[corner] = True
-    expected[erased] = False
-    assert np.array_equal(edit({**layered, "layers": [layer]}), expected)
-    # The next candidate, when chosen, is the one put into the brush.
+    stripe = (slice(rows[0], rows[0] + 5), slice(None))
+    layer = np.zeros((H, W, 4), np.uint8)
+    layer[corner] = app.ADD_RGBA
+    layer[stripe] = app.REMOVE_RGBA
+    expected = (clicked | _box(corner)) & ~_box(stripe)
+    assert np.array_equal(edit({**view, "layers": [layer]}), expected)
+    # A layer at the shown photo's size (half here) is scaled to the photo.
+    half = np.zeros((H // 2, W // 2, 4), np.uint8)
+    half[:10, :10] = app.ADD_RGBA
+    assert np.array_equal(edit({**view, "layers": [half]}), clicked | _box(corner))
+    # The next candidate, when chosen, is the one shown and used.
     second = app.next_candidate(clicks, 0)[1]
-    layer = app.brush_layer(blank, second, 6)["layers"][0]
-    assert np.array_equal(layer[..., 3] > 0, images.grow(second.candidates[1].mask, 6))
-    # Cleared clicks empty the brush; no photo in the editor: nothing to change.
-    assert app.brush_layer(layered, app.clear_points(clicks)[1], 6)["layers"] == []
-    assert is_skip(app.brush_layer(None, clicks, 6))
-    # Nothing painted (an API call): the clicked mask, grown.
-    assert np.array_equal(edit(None), clicked)
-    assert np.array_equal(edit(blank), clicked)
+    other_mask = images.grow(second.candidates[1].mask, 6)
+    shown = app.brush_view(second, 6)["background"]
+    assert np.array_equal(shown, images.mask_overlay(photo(), other_mask, app.ADD_RGBA[:3]))
+    assert np.array_equal(edit(None, clicks=second), other_mask)
+    # Cleared clicks: the plain photo; no photo yet: nothing to change.
+    assert np.array_equal(app.brush_view(app.clear_points(clicks)[1], 6)["background"], photo())
+    assert is_skip(app.brush_view(app.Clicks(), 6))
     # A mask file still overrides clicks and painting.
     file_mask = np.zeros((H, W), np.uint8)
     file_mask[100:110, 200:220] = 255
     path = tmp_path / "mask.png"
     Image.fromarray(file_mask).save(path)
-    assert np.array_equal(edit(layered, mask_file=str(path)), file_mask > 0)
+    assert np.array_equal(edit(view, mask_file=str(path)), file_mask > 0)
     # Clicks made on another photo are not used.
     other = dataclasses.replace(clicks, key="another photo")
-    painted = painted_editor(box=corner)
-    assert np.array_equal(edit(painted, clicks=other), _box(corner))
-    kwargs = edit_kwargs(image=photo_path, editor=blank, clicks=other)
+    assert np.array_equal(edit(painted_editor(box=corner), clicks=other), _box(corner))
+    kwargs = edit_kwargs(image=photo_path, editor=view, clicks=other)
     with pytest.raises(gr.Error, match="no region is marked"):
         next(app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **kwargs))
 
