@@ -54,9 +54,9 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once the browser tests are done
 def app_server(tmp_path_factory, artifacts) -> Iterator[AppServer]:
-    """``python app.py --tiny`` for all browser tests; its log is copied to the artifacts."""
+    """``python app.py --tiny`` for the browser tests; its log is copied to the artifacts."""
     server = AppServer(tmp_path_factory.mktemp("browser-app")).start()
     try:
         yield server
@@ -65,7 +65,7 @@ def app_server(tmp_path_factory, artifacts) -> Iterator[AppServer]:
         shutil.copy(server.log_path, artifacts / "server.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_context(tmp_path_factory):
     executable = chromium_path()
     if executable is None:
