@@ -168,6 +168,11 @@ def test_edit_words_are_suggested_from_the_prompts(get_pipe):
     assert "source prompt" in app.check_inputs(get_pipe, SOURCE, TARGET, "", "green", 1)
 
 
+def test_random_seed_is_a_valid_seed():
+    seeds = {app.random_seed() for _ in range(20)}
+    assert len(seeds) > 1 and all(app.check_number("seed", seed) == seed for seed in seeds)
+
+
 def test_parse_words():
     assert app.parse_words(" green, ice cream ,") == ["green", "ice cream"]
     assert app.parse_words("green  velvet") == ["green", "velvet"]
