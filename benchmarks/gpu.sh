@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The device check of a GPU session: SD v1.4-size random-weight benchmarks in one run (~5 min on
-# an H100). Wheels the GPU image lacks travel in .whl/ (diffusers, importlib_metadata):
+# The device check of a GPU session, in one run (~5 min on an H100): the GPU tests (CUDA graphs
+# give the eager numbers), then SD v1.4-size random-weight benchmarks. Wheels the GPU image lacks
+# travel in .whl/ (diffusers, importlib_metadata, pytest and its dependencies):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+#     --implementation cp --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1 \
+#     importlib_metadata pytest pluggy iniconfig pygments packaging
 # Results land in $OUT (or ./benchmarks/out when OUT is unset).
 set -o pipefail
 OUT=${OUT:-benchmarks/out}
@@ -16,9 +18,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)" | tee -a "$OUT/gpu.txt"
 quiet() { grep -v "kept in float32"; }
-# 1. Paper defaults (T=50, MAX_IT=15, tau2=25), bf16: null-text and direct, fast and reference.
-timeout 270 python3 benchmarks/speed.py --size sd14 --device cuda --inversion null_text,direct 2>&1 | quiet | tee "$OUT/sd14_bf16.jsonl"
-# 2. UNet FLOPs per phase and per MAG iteration (direct inversion; counting slows the runs).
-timeout 200 python3 benchmarks/speed.py --size sd14 --device cuda --inversion direct --flops --no-reedit 2>&1 | quiet | tee "$OUT/sd14_flops.jsonl"
+bench() { timeout "$1" python3 benchmarks/speed.py --size sd14 --device cuda "${@:3}" 2>&1 | quiet | tee "$OUT/$2.jsonl"; }
+# 0. GPU tests: CUDA-graph replay equals eager (tiny model on the GPU).
+timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=line -m gpu tests/test_graphs.py 2>&1 | tail -30 | tee "$OUT/gpu_tests.txt"
+# 1. Paper defaults (T=50, MAX_IT=15, tau2=25), bf16, fast path with CUDA graphs (the default).
+bench 150 sd14_bf16_fast --inversion null_text,direct --paths fast
+# 2. The same without CUDA graphs (eager), and the reference path, for the ratios.
+bench 100 sd14_bf16_eager --inversion direct --paths fast --no-cuda-graphs --no-reedit
+bench 100 sd14_bf16_reference --inversion direct --paths reference
 # 3. fp16 (what a T4 would run), fast path only.
-timeout 90 python3 benchmarks/speed.py --size sd14 --device cuda --dtype float16 --inversion direct --paths fast 2>&1 | quiet | tee "$OUT/sd14_fp16.jsonl"
+bench 60 sd14_fp16 --dtype float16 --inversion direct --paths fast

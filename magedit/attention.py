@@ -112,6 +112,15 @@ class AttentionController:
         finally:
             self.active = None
 
+    def keep(self, name: str, probs: torch.Tensor) -> None:
+        """Store a recorded map. Written in place over the previous step's map of the same shape,
+        so a captured CUDA graph that injects it reads each step's map from the same memory."""
+        kept = self.store.get(name)
+        if kept is not None and kept.shape == probs.shape and kept.dtype == probs.dtype:
+            kept.copy_(probs)
+        else:
+            self.store[name] = probs.clone()
+
     def cross_layers_at(self, level: int) -> list[str]:
         """Names of the cross-attention layers at ``level``, in forward order."""
         infos = [info for info in self.layers.values() if info.cross and info.level == level]
@@ -239,20 +248,30 @@ class MagAttnProcessor:
                 scores = scores + attention_mask[row]
             probs = scores.float().softmax(dim=-1).to(query.dtype)
             if record and row == plan.record_row:
-                controller.store[name] = probs.detach()
+                controller.keep(name, probs.detach())
             if inject and row == plan.inject_row:
                 probs = self._inject(probs)
             if cross and row == plan.collect_row:
                 controller.collected[name] = probs
             outs[row] = probs @ value[row]
-        others = [r for r in range(query.shape[0]) if r not in outs]
-        if others:
-            mask = None if attention_mask is None else attention_mask[others]
+        # The untouched rows by runs of consecutive rows: slices, not a list index (whose index
+        # tensor would be copied to the GPU, which a CUDA graph cannot capture).
+        batch = query.shape[0]
+        row = 0
+        while row < batch:
+            if row in outs:
+                row += 1
+                continue
+            end = row
+            while end < batch and end not in outs:
+                end += 1
+            mask = None if attention_mask is None else attention_mask[row:end]
             rest = F.scaled_dot_product_attention(
-                query[others], key[others], value[others], attn_mask=mask
+                query[row:end], key[row:end], value[row:end], attn_mask=mask
             )
-            outs.update(zip(others, rest.unbind(0), strict=True))
-        return torch.stack([outs[r] for r in range(query.shape[0])])
+            outs.update(zip(range(row, end), rest.unbind(0), strict=True))
+            row = end
+        return torch.stack([outs[r] for r in range(batch)])
 
     def _inject(self, probs: torch.Tensor) -> torch.Tensor:
         """The edit row's (heads, N, K) map after Eq. 4's injection."""

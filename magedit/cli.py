@@ -79,6 +79,7 @@ FLAG_OF_FIELD = {
     "early_stop": "--early-stop",
     "channels_last": "--channels-last",
     "compile": "--compile",
+    "cuda_graphs": "--no-cuda-graphs",
     "steps": "--steps",
 }
 
@@ -314,6 +315,13 @@ def _add_edit(commands) -> None:
         action="store_true",
         default=None,
         help="torch.compile the UNet (the first edit pays the compilation)",
+    )
+    tune.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        default=None,
+        help="on a GPU, run every UNet call eagerly instead of replaying CUDA graphs",
     )
 
     model = edit.add_argument_group("model")

@@ -86,6 +86,12 @@ class EditConfig:
     # recompiles the attention processors per call plan and map size (it hits its recompile
     # limit), so on a CPU even a tiny model's first compiled edit takes minutes; GPU gain unmeasured.
     compile: bool = False
+    # On a GPU, capture a MAG iteration (forward to the loss, backward to z*_t), a null-text step
+    # and the denoising steps' UNet calls into CUDA graphs and replay them: the same kernels
+    # without Python's per-kernel launch cost (3.7x faster editing on an H100). No effect on a
+    # CPU, with compile or with reference. Where capture fails, or a graph's first replay at a
+    # new timestep differs from an eager call, a warning says so and that step runs eagerly.
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         ints = ("steps", "tau1", "tau_self", "tau2", "max_iter", "blend_steps", "null_inner_steps")
@@ -118,7 +124,7 @@ class EditConfig:
         early = self.early_stop
         if isinstance(early, bool) or not isinstance(early, int | float) or not 0 <= early < 1:
             raise ValueError(f"early_stop must be a fraction in [0, 1), got {early!r}")
-        for name in ("reference", "channels_last", "compile"):
+        for name in ("reference", "channels_last", "compile", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.guidance_scale > 50:

@@ -13,6 +13,8 @@ import torch
 
 # objective(z) -> (loss with its graph to z, in-mask ratio for display)
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# gradient(z) -> (loss, in-mask ratio, d loss / d z), all detached
+Gradient = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def step_size(constraint: str, alpha_cumprod_t: float | torch.Tensor) -> float:
@@ -43,6 +45,19 @@ def dilate(mask: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     return torch.nn.functional.max_pool2d(mask, kernel, stride=1, padding=kernel // 2)
 
 
+def objective_gradient(objective: Objective) -> Gradient:
+    """The gradient function of ``objective`` by autograd (one forward and one backward)."""
+
+    def gradient(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            z_var = z.detach().requires_grad_(True)
+            loss, ratio = objective(z_var)
+            (grad,) = torch.autograd.grad(loss, z_var)
+        return loss.detach(), ratio.detach(), grad
+
+    return gradient
+
+
 @dataclass
 class GuidanceStep:
     iteration: int  # 1-based
@@ -53,7 +68,7 @@ class GuidanceStep:
 
 def guide(
     z: torch.Tensor,
-    objective: Objective,
+    gradient: Gradient,
     mask: torch.Tensor,
     delta: float,
     max_iter: int,
@@ -61,16 +76,17 @@ def guide(
 ) -> Iterator[GuidanceStep]:
     """Algorithm 1, lines 1-7: ``max_iter`` masked gradient steps on z*_t; yields after each.
 
+    ``gradient(z)`` gives the loss, the in-mask ratio and the loss's gradient at z (see
+    :func:`objective_gradient`).
+
     ``early_stop`` > 0 ends the loop after the first iteration whose loss is lower than the
     previous iteration's by less than ``early_stop * |previous loss|`` (0: all ``max_iter``).
     """
     previous = None
     for iteration in range(1, max_iter + 1):
-        z_var = z.detach().requires_grad_(True)
-        loss, ratio = objective(z_var)
-        (grad,) = torch.autograd.grad(loss, z_var)
-        z = masked_update(z_var.detach(), grad, mask, delta)
-        step = GuidanceStep(iteration, float(loss.detach()), float(ratio.detach()), z)
+        loss, ratio, grad = gradient(z)
+        z = masked_update(z.detach(), grad, mask, delta)
+        step = GuidanceStep(iteration, float(loss), float(ratio), z)
         yield step
         stalled = previous is not None and previous - step.loss < early_stop * abs(previous)
         if early_stop > 0 and stalled:

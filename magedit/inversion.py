@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magedit.graphs import Adam, CapturedStep
+
 EpsFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]
 
@@ -55,11 +57,7 @@ class DDIMSchedule:
 
     def prev(self, eps: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
         """One denoising step from t to t - 1000/T (the diffusers DDIM step with eta = 0)."""
-        alpha_t = self.alpha(t)
-        alpha_prev = self.alpha(t - self.step_ratio)
-        beta_t = 1 - alpha_t
-        x0 = (x - beta_t**0.5 * eps) / alpha_t**0.5
-        return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
+        return ddim_prev(eps, self.alpha(t), self.alpha(t - self.step_ratio), x)
 
     def next(self, eps: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
         """One inversion step from t - 1000/T to t (DDIM run backwards)."""
@@ -68,6 +66,15 @@ class DDIMSchedule:
         alpha_next = self.alpha(t)
         x0 = (x - (1 - alpha_cur) ** 0.5 * eps) / alpha_cur**0.5
         return alpha_next**0.5 * x0 + (1 - alpha_next) ** 0.5 * eps
+
+
+def ddim_prev(
+    eps: torch.Tensor, alpha_t: torch.Tensor, alpha_prev: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
+    """The DDIM step (eta = 0) from cumulative alpha ``alpha_t`` to ``alpha_prev`` (0-dim)."""
+    beta_t = 1 - alpha_t
+    x0 = (x - beta_t**0.5 * eps) / alpha_t**0.5
+    return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps
 
 
 @dataclass
@@ -145,37 +152,56 @@ def null_text_optimize(
     lr: float = 1e-2,
     epsilon: float = 1e-5,
     progress: Progress | None = None,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor:
     """Null-text inversion (Mokady et al.), as the paper uses it: (T, 77, D) float32 embeddings.
 
     At denoising step i an unconditional embedding is optimised with Adam (lr * (1 - i / 100)) for
     up to ``inner_steps`` steps so that the guided DDIM step lands on the inversion trajectory;
     it stops early once the MSE is below ``epsilon + i * 2e-5``. Optimisation state is float32.
+    The loss and gradient read fixed tensors only, so with ``cuda_graphs`` on a GPU they are
+    captured once and replayed (:class:`~magedit.graphs.CapturedStep`); the maths is the same.
     """
     steps = schedule.steps
-    uncond = uncond.detach().float()
+    device = trajectory.device
     cond = cond.detach()
-    z = trajectory[-1]
+    # The step's inputs, updated in place before each denoising step.
+    param = uncond.detach().float().clone().requires_grad_(True)  # (1, 77, D)
+    z = trajectory[-1].clone()  # z_t of the reconstruction, (1, 4, h, w)
+    target = torch.empty_like(z)  # the trajectory's z_{t-1}
+    eps_c = torch.empty_like(z)  # conditional noise at z_t
+    t_now = torch.zeros(1, dtype=torch.long, device=device)
+    alpha_t = torch.zeros((), dtype=torch.float32, device=device)
+    alpha_prev = torch.zeros((), dtype=torch.float32, device=device)
+    adam = Adam(param)
+
+    def loss_and_grad() -> tuple[torch.Tensor, torch.Tensor]:
+        eps_u = eps_fn(z, t_now, param)
+        eps = eps_u + guidance * (eps_c - eps_u)
+        loss = F.mse_loss(ddim_prev(eps, alpha_t, alpha_prev, z), target)
+        (grad,) = torch.autograd.grad(loss, param)
+        return loss.detach(), grad
+
+    inner_step = CapturedStep(loss_and_grad, cuda_graphs)
     result = []
     for i, t in enumerate(schedule.timesteps):
-        uncond = uncond.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([uncond], lr=lr * (1.0 - i / 100.0))
-        target = trajectory[steps - i - 1]
         with torch.no_grad():
-            eps_c = eps_fn(z, t, cond)
+            t_now.fill_(t)
+            alpha_t.copy_(schedule.alpha(t))
+            alpha_prev.copy_(schedule.alpha(t - schedule.step_ratio))
+            target.copy_(trajectory[steps - i - 1])
+            eps_c.copy_(eps_fn(z, t, cond))
+        adam.reset(lr * (1.0 - i / 100.0))
+        inner_step.verify_next()  # a new timestep: check the graph's first replay here
         for _ in range(inner_steps):
-            eps_u = eps_fn(z, t, uncond)
-            eps = eps_u + guidance * (eps_c - eps_u)
-            loss = F.mse_loss(schedule.prev(eps, t, z), target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss, grad = inner_step()
+            adam.step(grad)
             if loss.item() < epsilon + i * 2e-5:
                 break
-        uncond = uncond.detach()
-        result.append(uncond[0])
+        optimised = param.detach().clone()
+        result.append(optimised[0])
         with torch.no_grad():
-            z = schedule.prev(_guided_eps(eps_fn, z, t, uncond, cond, guidance), t, z)
+            z.copy_(schedule.prev(_guided_eps(eps_fn, z, t, optimised, cond, guidance), t, z))
         if progress is not None:
             progress(i + 1, steps)
     return torch.stack(result)

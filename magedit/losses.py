@@ -15,13 +15,22 @@ import torch
 Maps = Sequence[torch.Tensor]
 
 
+def word_maps(maps: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """(heads, N, len(positions)) maps of a word's tokens. A word's tokens are consecutive, so
+    this is a slice (no index tensor to copy to the device, which a CUDA graph could not hold)."""
+    first = positions[0]
+    if list(positions) == list(range(first, first + len(positions))):
+        return maps[:, :, first : first + len(positions)]
+    return maps[:, :, list(positions)]
+
+
 def token_ratio(maps: torch.Tensor, positions: Sequence[int], mask: torch.Tensor) -> torch.Tensor:
     """Per-head in-mask token ratio of Eq. 5: (heads,).
 
     The word's map (mean over its tokens) divided, pixel by pixel, by the sum of all K token maps
     of the (injected) map, summed over the mask and divided by the mask's pixel count.
     """
-    word = maps[:, :, list(positions)].mean(-1)  # (heads, N)
+    word = word_maps(maps, positions).mean(-1)  # (heads, N)
     share = word / maps.sum(-1)  # (heads, N)
     return (share * mask).sum(-1) / mask.sum()
 
@@ -31,7 +40,7 @@ def spatial_ratio(maps: torch.Tensor, positions: Sequence[int], mask: torch.Tens
 
     The word's map is the sum over its tokens.
     """
-    word = maps[:, :, list(positions)].sum(-1)  # (heads, N)
+    word = word_maps(maps, positions).sum(-1)  # (heads, N)
     return (word * mask).sum(-1) / word.sum(-1)
 
 

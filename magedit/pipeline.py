@@ -20,7 +20,15 @@ import torch
 from magedit import images, prompts
 from magedit.attention import CallPlan, EarlyExit, install
 from magedit.config import EditConfig, default_model
-from magedit.guidance import dilate, guide, latent_blend, step_size
+from magedit.graphs import CapturedGradient, CapturedStep
+from magedit.guidance import (
+    Gradient,
+    dilate,
+    guide,
+    latent_blend,
+    objective_gradient,
+    step_size,
+)
 from magedit.images import MAX_MASK_COVERAGE
 from magedit.inversion import (
     DDIMSchedule,
@@ -118,7 +126,14 @@ class _Plan:
     level: int
     loss_layers: list[str]
     stop_after: str | None
+    t_now: torch.Tensor  # (1,) long: the current timestep, read by the captured MAG iterations
     losses: list[dict[str, float]] = field(default_factory=list)
+    # The MAG iteration of each (cross-injection, self-injection) setting, built at first use.
+    gradients: dict[tuple[bool, bool], Gradient] = field(default_factory=dict)
+    # The no-grad UNet calls of the denoising steps, one per call plan and batch, built at first use.
+    calls: dict[tuple, tuple[torch.Tensor, torch.Tensor, CapturedStep]] = field(
+        default_factory=dict
+    )
 
 
 def _place(module, device: torch.device, dtype: torch.dtype):
@@ -350,6 +365,7 @@ class MagEditPipeline:
                 config.null_lr,
                 config.null_epsilon,
                 phase_progress(config.steps),
+                cuda_graphs=self._graphs(config),
             )
         else:
             uncond = empty.expand(config.steps, *empty.shape[1:]).clone()
@@ -494,6 +510,7 @@ class MagEditPipeline:
             level=level,
             loss_layers=self.controller.cross_layers_at(level),
             stop_after=None if config.reference else self.controller.last_layer_at(level),
+            t_now=torch.zeros(1, dtype=torch.long, device=self.device),
         )
 
     def _loss_level(self, config: EditConfig, latent_size: tuple[int, int]) -> int:
@@ -574,6 +591,34 @@ class MagEditPipeline:
 
         return objective
 
+    def _gradient(self, plan: _Plan, i: int, t: int, z_source: torch.Tensor) -> Gradient:
+        """The MAG iteration of step i: (loss, ratio, gradient) as a function of z*_t.
+
+        The fast path's iteration depends on the step only through the timestep (``plan.t_now``)
+        and the maps recorded in place for it, so one function per injection setting serves every
+        step, and on a GPU it is a CUDA graph captured at its first use.
+        """
+        config = plan.config
+        if config.reference:
+            return objective_gradient(self._objective(plan, i, t, z_source))
+        plan.t_now.fill_(t)
+        key = (config.cross_inject_at(i), config.self_inject_at(i))
+        if key not in plan.gradients:
+            objective = self._objective(plan, i, plan.t_now, z_source)
+            plan.gradients[key] = CapturedGradient(objective, z_source, self._graphs(config))
+        else:
+            plan.gradients[key].step.verify_next()  # a new timestep and new recorded maps
+        return plan.gradients[key]
+
+    def _graphs(self, config: EditConfig) -> bool:
+        """Whether CUDA graphs are used: asked for, on a GPU, on the fast path, uncompiled."""
+        return (
+            config.cuda_graphs
+            and self.device.type == "cuda"
+            and not config.compile
+            and not config.reference
+        )
+
     def _check_finite(self, z: torch.Tensor, step: int, what: str) -> None:
         if not torch.isfinite(z).all():
             raise FloatingPointError(
@@ -628,11 +673,11 @@ class MagEditPipeline:
             uncond = uncond_all[i : i + 1]
             if not config.reference and not config.guide_at(i):
                 # 1-3 in one UNet call: outside MAG neither branch waits for the other.
-                z_source_next, eps_edit = self._joint_step(
+                z_source_next, eps_edit, maps = self._joint_step(
                     inversion, plan, i, t, z_source, z_edit, uncond
                 )
                 z_source, z_edit = self._denoise_step(plan, i, t, eps_edit, z_edit, z_source_next)
-                yield self._denoise_event(plan, self._collected(plan), z_edit, i, start)
+                yield self._denoise_event(plan, maps, z_edit, i, start)
                 continue
             # 1. Reconstruction branch: its maps at this step are recorded once and serve every
             #    guidance iteration and the editing branch's denoising step (the reference path
@@ -642,36 +687,34 @@ class MagEditPipeline:
             # 2. MAG (Algorithm 1): masked gradient updates of z*_t.
             if config.guide_at(i):
                 delta = step_size(config.constraint, schedule.alpha(t))
-                objective = self._objective(plan, i, t, z_source)
-                with torch.enable_grad():
-                    steps = guide(
-                        z_edit,
-                        objective,
-                        plan.update_mask,
-                        delta,
-                        config.max_iter,
-                        config.early_stop,
+                steps = guide(
+                    z_edit,
+                    self._gradient(plan, i, t, z_source),
+                    plan.update_mask,
+                    delta,
+                    config.max_iter,
+                    config.early_stop,
+                )
+                for step in steps:
+                    z_edit = step.z
+                    plan.losses.append(
+                        {
+                            "step": i + 1,
+                            "iteration": step.iteration,
+                            "loss": step.loss,
+                            "ratio": step.ratio,
+                        }
                     )
-                    for step in steps:
-                        z_edit = step.z
-                        plan.losses.append(
-                            {
-                                "step": i + 1,
-                                "iteration": step.iteration,
-                                "loss": step.loss,
-                                "ratio": step.ratio,
-                            }
-                        )
-                        yield EditEvent(
-                            phase="guidance",
-                            step=i + 1,
-                            total=total,
-                            iteration=step.iteration,
-                            max_iter=config.max_iter,
-                            loss=step.loss,
-                            in_mask_ratio=step.ratio,
-                            elapsed=time.perf_counter() - start,
-                        )
+                    yield EditEvent(
+                        phase="guidance",
+                        step=i + 1,
+                        total=total,
+                        iteration=step.iteration,
+                        max_iter=config.max_iter,
+                        loss=step.loss,
+                        in_mask_ratio=step.ratio,
+                        elapsed=time.perf_counter() - start,
+                    )
                 self._check_finite(z_edit, i + 1, "edited")
             if config.reference:
                 z_source_next = self._reconstruct(inversion, plan, i, t, z_source, uncond)
@@ -683,10 +726,10 @@ class MagEditPipeline:
                 collect_row=1,
                 collect_level=plan.level,
             )
-            eps_edit = self._guided_eps(
-                z_edit, t, uncond, plan.target_emb, config.guidance_scale, inject
+            eps, maps = self._unet_call(
+                plan, inject, t, torch.cat([z_edit, z_edit]), torch.cat([uncond, plan.target_emb])
             )
-            maps = self._collected(plan)
+            eps_edit = eps[0:1] + config.guidance_scale * (eps[1:2] - eps[0:1])
             # 4. DDIM step of the editing branch; latent blend in the last steps.
             z_source, z_edit = self._denoise_step(plan, i, t, eps_edit, z_edit, z_source_next)
             yield self._denoise_event(plan, maps, z_edit, i, start)
@@ -762,14 +805,44 @@ class MagEditPipeline:
         )
         latents = torch.cat([z for z, _ in rows])
         emb = torch.cat([e for _, e in rows])
-        with self.controller.plan(call):
-            eps = self._eps(latents, t, emb)
+        eps, maps = self._unet_call(plan, call, t, latents, emb)
         g = config.guidance_scale
         eps_edit = eps[edit - 1 : edit] + g * (eps[edit : edit + 1] - eps[edit - 1 : edit])
         if direct:
-            return inversion.trajectory[config.steps - i - 1].to(self.device), eps_edit
+            return inversion.trajectory[config.steps - i - 1].to(self.device), eps_edit, maps
         eps_source = eps[0:1] + g * (eps[1:2] - eps[0:1])
-        return plan.schedule.prev(eps_source, t, z_source), eps_edit
+        return plan.schedule.prev(eps_source, t, z_source), eps_edit, maps
+
+    @torch.no_grad()
+    def _unet_call(
+        self, plan: _Plan, call: CallPlan, t: int, latents: torch.Tensor, emb: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One UNet call of a denoising step at timestep t under ``call``.
+
+        Returns the noise (B, 4, h, w) float32 and the maps of ``plan.loss_layers`` that ``call``
+        collects ([] when it collects none). Inputs are copied into fixed tensors, so on a GPU
+        each (call plan, batch) is a CUDA graph captured at first use; both outputs are
+        overwritten by the next call of the same kind.
+        """
+        key = (tuple(dataclasses.astuple(call)), tuple(latents.shape), tuple(emb.shape))
+        if key not in plan.calls:
+            latents_in, emb_in = torch.empty_like(latents), torch.empty_like(emb)
+
+            def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+                with self.controller.plan(call):
+                    eps = self._eps(latents_in, plan.t_now, emb_in)
+                if call.collect_row is None:
+                    return eps, []
+                return eps, [self.controller.collected[name] for name in plan.loss_layers]
+
+            plan.calls[key] = (latents_in, emb_in, CapturedStep(run, self._graphs(plan.config)))
+        else:
+            plan.calls[key][2].verify_next()  # a later step: check the first replay
+        latents_in, emb_in, step = plan.calls[key]
+        plan.t_now.fill_(t)
+        latents_in.copy_(latents)
+        emb_in.copy_(emb)
+        return step()
 
     def _reconstruct(self, inversion, plan: _Plan, i: int, t: int, z_source, uncond):
         """Record the reconstruction branch's maps at step i and return its next latent."""
@@ -780,11 +853,13 @@ class MagEditPipeline:
             # only its conditional maps are needed (and only while something is injected).
             if record_cross or record_self:
                 record = CallPlan(record_row=0, record_cross=record_cross, record_self=record_self)
-                with torch.no_grad(), self.controller.plan(record):
-                    self._eps(z_source, t, plan.source_emb)
+                self._unet_call(plan, record, t, z_source, plan.source_emb)
             return inversion.trajectory[config.steps - i - 1].to(self.device)
         record = CallPlan(record_row=1, record_cross=record_cross, record_self=record_self)
-        eps = self._guided_eps(z_source, t, uncond, plan.source_emb, config.guidance_scale, record)
+        eps, _ = self._unet_call(
+            plan, record, t, torch.cat([z_source, z_source]), torch.cat([uncond, plan.source_emb])
+        )
+        eps = eps[0:1] + config.guidance_scale * (eps[1:2] - eps[0:1])
         return plan.schedule.prev(eps, t, z_source)
 
     @torch.no_grad()

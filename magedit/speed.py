@@ -215,6 +215,7 @@ def meta_mag_iteration_flops(
             level=level,
             loss_layers=controller.cross_layers_at(level),
             stop_after=None if config.reference else controller.last_layer_at(level),
+            t_now=torch.zeros(1, dtype=torch.long, device=meta),
         )
         t = int(plan.schedule.timesteps[0])
         if not config.reference:
@@ -304,6 +305,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--early-stop", type=float, default=0.0, help="EditConfig(early_stop=...); 0 = off"
     )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="EditConfig(cuda_graphs=False): run MAG iterations and null-text steps eagerly",
+    )
     return parser.parse_args(argv)
 
 
@@ -325,7 +331,10 @@ def main(argv=None) -> int:
     build_seconds = time.perf_counter() - built
     image, mask = scene(resolution, resolution)
     options = dict(
-        compile=args.compile, channels_last=args.channels_last, early_stop=args.early_stop
+        compile=args.compile,
+        channels_last=args.channels_last,
+        early_stop=args.early_stop,
+        cuda_graphs=not args.no_cuda_graphs,
     )
     # Warm-up (kernel selection, allocator, lazy imports; with --compile, the compilation) so the
     # first timed run is not penalised.

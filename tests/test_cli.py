@@ -156,6 +156,8 @@ def test_build_config_precedence():
     assert parse("--scale", "4", "--seed", "7", "--reference").replace(
         scale=2.5, seed=0, reference=False
     ) == base.with_steps(10).with_steps(6)
+    assert parse().cuda_graphs is True
+    assert parse("--no-cuda-graphs") == base.replace(cuda_graphs=False)
 
 
 BAD = {

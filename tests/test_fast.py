@@ -60,8 +60,7 @@ def test_one_batched_call_equals_the_two_branch_calls(pipe64, photo, region, inv
     uncond = inversion_.uncond[step : step + 1]
     assert cfg.cross_inject_at(step) == cfg.self_inject_at(step) == (step == 0)
 
-    z_next, eps_edit = pipe64._joint_step(inversion_, plan, step, t, z_source, z_edit, uncond)
-    maps = pipe64._collected(plan)
+    z_next, eps_edit, maps = pipe64._joint_step(inversion_, plan, step, t, z_source, z_edit, uncond)
 
     z_next_ref = pipe64._reconstruct(inversion_, plan, step, t, z_source, uncond)
     inject = CallPlan(
