@@ -128,6 +128,7 @@ RANGES = {
 }
 RESOLUTIONS = [256, 384, 512]
 CURVE_COLUMNS = ["step", "value", "series"]
+CURVE_TYPES = {"step": float, "value": float, "series": str}
 # Click to segment.
 CLICK_MODES = ["object", "background"]  # what a click on the photo adds: label 1 or label 0
 POINT_COLORS = {1: (0, 200, 0), 0: (230, 0, 0)}  # by label: green on the object, red off it
@@ -643,9 +644,14 @@ def add_point(
     from magedit.segment import check_prompts
 
     (height, width), shown = clicks.size, clicks.display.shape[:2]
-    x, y = index
-    point = (float(x) * width / shown[1], float(y) * height / shown[0])  # in the photo's pixels
     with gradio_errors(SEGMENT_TITLE):
+        try:
+            x, y = (float(v) for v in index)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"a click is an (x, y) pair of numbers in pixels, got {str(index)[:40]!r}"
+            ) from None
+        point = (x * width / shown[1], y * height / shown[0])  # in the photo's pixels
         check_prompts([point], [1], None, clicks.size)
     clicks = dataclasses.replace(
         clicks,
@@ -1102,7 +1108,7 @@ class _Stream:
     def update(self, *, clear: bool = False, **values: Any) -> tuple[Any, ...]:
         default = None if clear else gr.skip()
         if clear:
-            values.setdefault("curve", pd.DataFrame(columns=CURVE_COLUMNS))
+            values.setdefault("curve", pd.DataFrame(columns=CURVE_COLUMNS).astype(CURVE_TYPES))
         return tuple(values.get(name, default) for name in EDIT_OUTPUTS)
 
     def _due(self) -> bool:
@@ -1166,7 +1172,8 @@ class _Stream:
         )
 
     def _curve(self) -> pd.DataFrame:
-        return pd.DataFrame(self.curve, columns=CURVE_COLUMNS)
+        # Float columns: with object columns the plot draws a categorical y axis.
+        return pd.DataFrame(self.curve, columns=CURVE_COLUMNS).astype(CURVE_TYPES)
 
     def finish(
         self, path: Path, model: str, history: Sequence[tuple[str, str]] | None
@@ -1549,7 +1556,7 @@ def build_demo(
                         elem_id="magedit-attention",
                     )
                 curve = gr.LinePlot(
-                    pd.DataFrame(columns=CURVE_COLUMNS),
+                    pd.DataFrame(columns=CURVE_COLUMNS).astype(CURVE_TYPES),
                     x="step",
                     y="value",
                     color="series",
@@ -1880,6 +1887,8 @@ def launch_options(args: argparse.Namespace) -> dict[str, Any]:
         # Only the examples are served as files; results reach the page through Gradio's cache.
         "allowed_paths": [str(ASSETS_DIR)],
         "max_file_size": MAX_FILE_SIZE,
+        # /monitoring would tell anyone each endpoint's timings and success rate.
+        "enable_monitoring": False,
         "css": CSS,
     }
 

@@ -29,7 +29,6 @@ from magedit.guidance import (
     objective_gradient,
     step_size,
 )
-from magedit.images import MAX_MASK_COVERAGE
 from magedit.inversion import (
     DDIMSchedule,
     Inversion,
@@ -414,12 +413,7 @@ class MagEditPipeline:
         prepared = []
         for region in regions:
             mask = images.load_mask(region.mask, size=image_size)
-            coverage = float(mask.mean())
-            if coverage > MAX_MASK_COVERAGE:
-                raise ValueError(
-                    f"the mask covers {coverage:.0%} of the image; MAG-Edit changes a region, so "
-                    "mask only the object to edit"
-                )
+            images.check_mask_coverage(mask)
             attention_mask = images.mask_to_latent(mask, (ah, aw), device=self.device)
             if attention_mask.sum() == 0:
                 raise ValueError(
@@ -661,7 +655,6 @@ class MagEditPipeline:
         config = plan.config
         schedule = plan.schedule
         self._configure(config)
-        torch.manual_seed(config.seed)
         start = time.perf_counter()
         total = config.steps
         trajectory = inversion.trajectory.to(self.device)

@@ -361,7 +361,12 @@ def check_prompts(
     height, width = size
     coords = point_labels = box_xyxy = None
     if points is not None and len(points) > 0:
-        coords = np.asarray(points, dtype=np.float64)
+        try:
+            coords = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"points are {str(points)[:80]}; pass a list of (x, y) pairs of numbers in pixels"
+            ) from None
         if coords.ndim != 2 or coords.shape[1] != 2:
             raise ValueError(f"points have shape {coords.shape}; pass a list of (x, y) pairs")
         if labels is None:
@@ -370,7 +375,8 @@ def check_prompts(
             point_labels = np.asarray(labels).astype(np.int64).reshape(-1)
             if len(point_labels) != len(coords) or not np.isin(point_labels, (0, 1)).all():
                 raise ValueError(
-                    f"labels are {list(np.asarray(labels).reshape(-1))} for {len(coords)} points; "
+                    f"labels are {np.asarray(labels).reshape(-1).tolist()} for {len(coords)} "
+                    "points; "
                     "pass one label per point, 1 on the object and 0 off it"
                 )
         for x, y in coords:

@@ -231,7 +231,7 @@ def test_edit_streams_and_saves_the_result(get_pipe, tmp_path):
         ({"words": "blue"}, "edit word 'blue' is not in the target prompt"),
         ({"image": None}, "upload the photo"),
         ({"editor": painted_editor(box=None)}, "paint the region"),
-        ({"editor": painted_editor(box=np.s_[:, :])}, "covers 100%"),
+        ({"editor": painted_editor(box=np.s_[:, :])}, "covers 100.0%"),
         ({"target": "<b>a</b> " + "very " * 80 + "green sofa"}, "&lt;b&gt;"),
     ],
 )
@@ -369,6 +369,29 @@ def test_a_click_outside_the_photo_is_a_readable_error(get_seg, photo_path, sess
     with pytest.raises(gr.Error, match="outside the 256x192 image") as error:
         click(get_seg, photo_path, session, point)
     assert error.value.title == app.SEGMENT_TITLE and "Traceback" not in error.value.message
+
+
+@pytest.mark.parametrize(
+    "index, says",
+    [
+        (("a", "b"), "pair of numbers"),
+        ((1,), "pair of numbers"),
+        (None, "pair of numbers"),
+        ((float("nan"), 3), "outside the 256x192 image"),
+    ],
+)
+def test_a_malformed_click_is_a_readable_error(get_seg, photo_path, session, index, says):
+    with pytest.raises(gr.Error) as error:
+        click(get_seg, photo_path, session, index)
+    assert error.value.title == app.SEGMENT_TITLE and says in error.value.message
+
+
+def test_the_loss_curve_has_float_columns():
+    """Object columns make the line plot draw a categorical y axis (one label per value)."""
+    stream = app._Stream.__new__(app._Stream)
+    stream.curve = [{"step": 1, "value": 0.5, "series": "loss"}]
+    frame = stream._curve()
+    assert frame["step"].dtype == float and frame["value"].dtype == float
 
 
 def test_a_click_without_a_photo_asks_for_one(get_seg):
@@ -1038,6 +1061,7 @@ def test_launch_options_serve_only_the_assets(tmp_path):
     options = app.launch_options(args)
     assert options["allowed_paths"] == [str(app.ASSETS_DIR)]
     assert options["show_error"] is False and options["max_file_size"] == app.MAX_FILE_SIZE
+    assert options["enable_monitoring"] is False
     assert options["server_name"] == "127.0.0.1" and options["server_port"] == 7999
     assert args.time_limit == 45.0
     assert app.build_parser().parse_args([]).time_limit == app.TIME_LIMIT

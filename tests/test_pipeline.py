@@ -172,7 +172,7 @@ def test_multi_region_and_negative_word(tiny_pipe, photo, region):
         (dict(words=["sofa"]), "is in both prompts"),
         (dict(mask="empty"), "mask is empty"),
         (dict(mask="speck"), "vanishes at the 6x8 attention resolution"),
-        (dict(mask="all"), "covers 100% of the image"),
+        (dict(mask="all"), "covers 100.0% of the image"),
         (dict(config=dict(steps=20)), "inversion was made with 10 steps"),
     ],
 )
