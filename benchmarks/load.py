@@ -557,10 +557,10 @@ def run_load(
             server.stop()
 
 
-def _wait_until_settled(trace_path: Path | None, timeout: float = 30.0) -> None:
+def _wait_until_settled(trace_path: Path | None, timeout: float = 90.0) -> None:
     """Wait until every traced call that started has ended (a cancelled handler ends at its next
-    update, after its client got the answer), at most ``timeout`` seconds; the figures then show
-    what never ended."""
+    update, after its client got the answer: Gradio retries closing it for up to 60 s), at most
+    ``timeout`` seconds; the figures then show what never ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         trace = read_trace(trace_path)
