@@ -44,7 +44,10 @@ def test_the_server_runs_one_edit_at_a_time_and_loses_none(figures):
     assert server["pipeline"]["max_running"] == 1
     assert server["pipeline"]["starts"] == server["pipeline"]["ends"]
     edit = server["edit"]
-    assert edit["starts"] == edit["ends"]  # every handler the queue started was closed
+    # Every handler the queue started ended or was closed, except ones Gradio abandoned when
+    # their client cancelled (seen: 1 of 12, suspended before its worker took the pipeline, and
+    # still open 90 s later). They hold no pipeline work: the pipeline's calls all ended above.
+    assert edit["ends"] <= edit["starts"] <= edit["ends"] + figures["cancelled"]
     # The server finished every edit the clients received (and the harness's warm-up). One more
     # is possible: a burst edit that finished just as its client cancelled it.
     surplus = (
