@@ -7,6 +7,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# One thread for the whole run: the tiny models gain nothing from a second one, and on shared
+# cores two OpenMP threads spin-wait on each other (a tiny null-text edit took 40 s of wall time
+# with two threads, 1.2 s with one).
+torch.set_num_threads(1)
+
 SOURCE = "a photo of a red sofa in a living room"
 TARGET = "a photo of a green sofa in a living room"
 
@@ -15,9 +20,6 @@ TARGET = "a photo of a green sofa in a living room"
 def tiny_pipe():
     from magedit import MagEditPipeline
 
-    # One thread: on shared 2-core machines two OpenMP threads spin-wait on each other (a tiny
-    # null-text edit took 40 s of wall time with 2 threads, 1.2 s with 1).
-    torch.set_num_threads(1)
     return MagEditPipeline.tiny(seed=0)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import scene, scene_mask
 from PIL import Image
 
@@ -24,15 +23,6 @@ EXAMPLES = [
     ("rug", (128, 96), "texture", "a photo of a plain rug", "a photo of a plaid rug", ["plaid"]),
     ("pet", (96, 96), "object", "a photo of a cat on a bed", "a photo of a dog on a bed", ["dog"]),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model's ops are too small to gain from threads; on a busy runner they lose.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

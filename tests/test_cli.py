@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import scene, scene_mask
 from PIL import Image
 
@@ -21,16 +20,6 @@ TARGET = "a photo of a green sofa"
 H, W = 240, 320  # processed at 192 x 256 (--resolution 256), so --raw differs in size
 FAST = ["--tiny", "--resolution", "256", "--steps", "6", "--iterations", "1"]
 FAST += ["--inversion", "direct"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model's ops are too small to gain from threads, and on a busy 2-core runner two
-    # threads make an edit ten times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

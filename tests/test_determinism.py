@@ -28,20 +28,7 @@ SMALL = ["--steps", "3", "--iterations", "2", "--null-steps", "2", "--resolution
 
 
 @pytest.fixture
-def one_thread():
-    """torch on one thread for this test, restored after. The tiny models gain nothing from a
-    second thread, and on shared CPUs two OpenMP threads spin-wait: a null-text edit took 40 s
-    of wall time instead of 2 (measured on the 2 shared cores of the dev machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def cli_on_tiny(tiny_pipe, monkeypatch, tmp_path, one_thread):
+def cli_on_tiny(tiny_pipe, monkeypatch, tmp_path):
     """``cli.main`` using the session's tiny pipeline (a model load is not what is tested), with
     its inversion cache emptied before each run so every run inverts again."""
 
@@ -78,7 +65,7 @@ def test_same_inputs_and_seed_give_identical_png_bytes(cli_on_tiny) -> None:
     assert np.asarray(Image.open(io.BytesIO(first_raw))).shape == (64, 64, 3)  # processing size
 
 
-def test_the_seed_changes_no_byte_and_is_recorded(tiny_pipe, one_thread) -> None:
+def test_the_seed_changes_no_byte_and_is_recorded(tiny_pipe) -> None:
     """Two fresh inversions and edits with seeds 11 and 123456, the global generator moved on in
     between: every tensor and array is equal; each result carries its own seed."""
     results = []

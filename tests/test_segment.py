@@ -24,14 +24,6 @@ from magedit.segment import (
 from magedit.tiny import tiny_sam
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def seg():
     return Segmenter.tiny(seed=0)
