@@ -152,10 +152,20 @@ class Studio:
         self.page.locator(f"#{elem_id} textarea, #{elem_id} input[type=text]").first.fill(text)
 
     def set_number(self, elem_id: str, value: float) -> None:
-        """Type a number into a slider's or a number field's box."""
+        """Type a number into a slider's or a number field's box, and check that it stayed.
+
+        A slider in an accordion that has just opened can be re-rendered with its old value
+        right after the typing (seen in CI: Steps read 20 after 60 was typed), so the value is
+        read back half a second later and typed again if it did not stay.
+        """
         box = self.page.locator(f"#{elem_id} input[type=number]").first
-        box.fill(str(value))
-        box.press("Enter")
+        for _ in range(4):
+            box.fill(str(value))
+            box.press("Enter")
+            self.page.wait_for_timeout(500)
+            if float(box.input_value() or "nan") == float(value):
+                return
+        raise AssertionError(f"#{elem_id} reads {box.input_value()!r} after typing {value}")
 
     def open_advanced(self) -> None:
         if not self.page.locator("#magedit-steps").is_visible():
