@@ -1845,6 +1845,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.tiny:
         print("app.py: --tiny: random, untrained weights; the results are noise", file=sys.stderr)
+    if pipe.device.type == "cpu":
+        leave_a_core_for_the_server()
     try:
         check_output_dir(OUTPUT_DIR)
     except ValueError as error:
@@ -1859,6 +1861,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         time_limit=args.time_limit,
     )
     demo.launch(**launch_options(args))
+
+
+def leave_a_core_for_the_server() -> int:
+    """When the models run on the CPU, give torch one core fewer than the machine has, so that
+    the server's own thread answers clicks, cancels and page loads while an edit computes (on 2
+    cores with torch on both, a cancel request went unanswered for over 5 s). Returns the count."""
+    import torch
+
+    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def check_output_dir(folder: Path) -> None:

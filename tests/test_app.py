@@ -1072,3 +1072,20 @@ def test_launch_options_serve_only_the_assets(tmp_path):
     app.check_output_dir(Path.cwd() / "outputs")
     with pytest.raises(ValueError, match="MAGEDIT_OUTPUT_DIR"):
         app.check_output_dir(Path("/opt/magedit-results"))
+
+
+def test_on_a_cpu_the_server_keeps_a_core_for_itself(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(app.os, "cpu_count", lambda: 2)
+        assert app.leave_a_core_for_the_server() == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(4)
+        monkeypatch.setattr(app.os, "cpu_count", lambda: 16)
+        assert app.leave_a_core_for_the_server() == 4  # never more than torch had
+        monkeypatch.setattr(app.os, "cpu_count", lambda: 1)
+        assert app.leave_a_core_for_the_server() == 1
+    finally:
+        torch.set_num_threads(before)
