@@ -281,18 +281,6 @@ class MagEditPipeline:
             out = self.unet(latents, t, encoder_hidden_states=emb)
         return out.sample.float()
 
-    @torch.no_grad()
-    def _guided_eps(self, z, t, uncond, cond, guidance, plan: CallPlan | None) -> torch.Tensor:
-        """Classifier-free guided noise of one branch, batch [uncond, cond] (Eq. 2)."""
-        emb = torch.cat([uncond, cond])
-        if plan is None:
-            eps = self._eps(torch.cat([z, z]), t, emb)
-        else:
-            with self.controller.plan(plan):
-                eps = self._eps(torch.cat([z, z]), t, emb)
-        eps_u, eps_c = eps.chunk(2)
-        return eps_u + guidance * (eps_c - eps_u)
-
     def _maps(self, z: torch.Tensor, t: int, emb: torch.Tensor, plan: CallPlan, names):
         """Run the conditional branch on z (batch 1) and return the collected maps of ``names``."""
         with self.controller.plan(plan), contextlib.suppress(EarlyExit):
@@ -753,10 +741,6 @@ class MagEditPipeline:
             source_latents=z_source,
             inversion_cached=inversion.cached,
         )
-
-    def _collected(self, plan: _Plan) -> list[torch.Tensor]:
-        """The editing branch's maps at the loss level kept by its last UNet call."""
-        return [self.controller.collected[name].detach() for name in plan.loss_layers]
 
     def _denoise_step(self, plan: _Plan, i: int, t: int, eps_edit, z_edit, z_source_next):
         """DDIM step of the editing branch and the latent blend; returns (z_source, z_edit)."""

@@ -1,5 +1,7 @@
 """The speed-ups are the same edit: each fast path against the plain one, on tiny components."""
 
+import contextlib
+
 import pytest
 import torch
 from conftest import SOURCE, TARGET, scene, scene_mask
@@ -14,6 +16,17 @@ def config(**changes):
     return EditConfig(
         **{"resolution": 256, "inversion": "ddim", "max_iter": 2, **changes}
     ).with_steps(10)
+
+
+@torch.no_grad()
+def edit_branch(pipe, plan, z_edit, t, uncond, guidance, call):
+    """The editing branch as its own UNet call, batch [uncond, cond] under ``call`` (None: no
+    plan): (guided noise, the maps of ``plan.loss_layers`` it collected)."""
+    latents, emb = torch.cat([z_edit, z_edit]), torch.cat([uncond, plan.target_emb])
+    with pipe.controller.plan(call) if call is not None else contextlib.nullcontext():
+        eps_u, eps_c = pipe._eps(latents, t, emb).chunk(2)
+    maps = [pipe.controller.collected[name].detach() for name in plan.loss_layers]
+    return eps_u + guidance * (eps_c - eps_u), maps
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +83,13 @@ def test_one_batched_call_equals_the_two_branch_calls(pipe64, photo, region, inv
         collect_row=1,
         collect_level=plan.level,
     )
-    eps_ref = pipe64._guided_eps(z_edit, t, uncond, plan.target_emb, cfg.guidance_scale, inject)
-    maps_ref = pipe64._collected(plan)
+    eps_ref, maps_ref = edit_branch(pipe64, plan, z_edit, t, uncond, cfg.guidance_scale, inject)
     assert torch.allclose(eps_edit, eps_ref, rtol=0, atol=1e-6)
     assert torch.allclose(z_next, z_next_ref, rtol=0, atol=1e-6)
     assert all(torch.allclose(a, b, rtol=0, atol=1e-9) for a, b in zip(maps, maps_ref, strict=True))
     # The injection did something at step 0 (the comparison is not of two plain calls).
     if step == 0:
-        plain = pipe64._guided_eps(z_edit, t, uncond, plan.target_emb, cfg.guidance_scale, None)
+        plain, _ = edit_branch(pipe64, plan, z_edit, t, uncond, cfg.guidance_scale, None)
         assert (plain - eps_ref).abs().max() > 1e-3
 
 
