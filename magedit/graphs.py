@@ -14,8 +14,10 @@ says why), the function is simply called each time, so both paths share every li
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -36,6 +38,24 @@ def relative_error(a: Any, b: Any) -> float:
         for x, y in zip(_tensors(a), _tensors(b), strict=True)
     ]
     return max(errors, default=0.0)
+
+
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (restored after).
+
+    A collection that runs during a capture and frees a dead graph (say, one of the previous
+    edit's, kept alive by a reference cycle) destroys it from the capturing thread, which CUDA
+    forbids: the capture is invalidated ("operation not permitted when stream is capturing") and
+    the step falls back to eager. Seen on an H100; torch no longer collects before a capture.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class CapturedStep:
@@ -83,7 +103,7 @@ class CapturedStep:
         graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: the page's other threads (segmentation) may use the GPU meanwhile.
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with no_collection(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 captured = self.fn()
         except Exception as error:  # an op that cannot be captured: run eagerly from now on
             self._give_up(f"CUDA graph capture failed ({type(error).__name__}: {error})")
@@ -160,11 +180,11 @@ class CapturedGradient:
         like: torch.Tensor,
         enabled: bool,
     ):
-        self.z = torch.zeros_like(like, dtype=torch.float32).requires_grad_(True)
+        self.z = z = torch.zeros_like(like, dtype=torch.float32).requires_grad_(True)
 
-        def fn() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            loss, ratio = objective(self.z)
-            (grad,) = torch.autograd.grad(loss, self.z)
+        def fn() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # no reference to self
+            loss, ratio = objective(z)
+            (grad,) = torch.autograd.grad(loss, z)
             return loss.detach(), ratio.detach(), grad
 
         self.step = CapturedStep(fn, enabled)

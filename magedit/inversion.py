@@ -110,6 +110,33 @@ class Inversion:
         return self.trajectory[-1]
 
 
+class CapturedEps:
+    """``eps_fn`` under no_grad with fixed input tensors: called as ``eps(z, t, emb)``, it copies
+    its inputs in and on a GPU (``cuda_graphs``) replays a CUDA graph of the UNet call
+    (:class:`~magedit.graphs.CapturedStep`; its first replay at a second timestep is checked
+    against an eager call). The returned tensor is overwritten by the next call."""
+
+    def __init__(self, eps_fn: EpsFn, z: torch.Tensor, emb: torch.Tensor, cuda_graphs: bool):
+        self.z, self.emb = z_in, emb_in = torch.empty_like(z), torch.empty_like(emb)
+        self.t = t_in = torch.zeros(1, dtype=torch.long, device=z.device)
+
+        def run() -> torch.Tensor:  # no reference to self: freed without the cyclic collector
+            with torch.no_grad():
+                return eps_fn(z_in, t_in, emb_in)
+
+        self.step = CapturedStep(run, cuda_graphs)
+        self.calls = 0
+
+    def __call__(self, z: torch.Tensor, t: int, emb: torch.Tensor) -> torch.Tensor:
+        self.z.copy_(z)
+        self.emb.copy_(emb)
+        self.t.fill_(t)
+        if self.calls:
+            self.step.verify_next()  # checks once, at the first replay
+        self.calls += 1
+        return self.step()
+
+
 @torch.no_grad()
 def ddim_invert(
     eps_fn: EpsFn,
@@ -117,28 +144,18 @@ def ddim_invert(
     cond: torch.Tensor,
     schedule: DDIMSchedule,
     progress: Progress | None = None,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor:
     """DDIM inversion under the source prompt (no guidance): (T + 1, 1, 4, h, w), z_0 first."""
+    eps = CapturedEps(eps_fn, z0, cond, cuda_graphs)
     latents = [z0]
     z = z0.clone()
     for i, t in enumerate(reversed(schedule.timesteps)):
-        z = schedule.next(eps_fn(z, t, cond), t, z)
+        z = schedule.next(eps(z, t, cond), t, z)
         latents.append(z)
         if progress is not None:
             progress(i + 1, schedule.steps)
     return torch.stack(latents)
-
-
-def _guided_eps(
-    eps_fn: EpsFn,
-    z: torch.Tensor,
-    t: int,
-    uncond: torch.Tensor,
-    cond: torch.Tensor,
-    guidance: float,
-) -> torch.Tensor:
-    eps_u, eps_c = eps_fn(torch.cat([z, z]), t, torch.cat([uncond, cond])).chunk(2)
-    return eps_u + guidance * (eps_c - eps_u)
 
 
 def null_text_optimize(
@@ -183,6 +200,10 @@ def null_text_optimize(
         return loss.detach(), grad
 
     inner_step = CapturedStep(loss_and_grad, cuda_graphs)
+    # The no-grad calls of a step: the conditional noise at z_t, and after the inner steps the
+    # unconditional noise under the optimised embedding (the guided step reuses eps_c).
+    cond_eps = CapturedEps(eps_fn, z, cond, cuda_graphs)
+    uncond_eps = CapturedEps(eps_fn, z, param, cuda_graphs)
     result = []
     for i, t in enumerate(schedule.timesteps):
         with torch.no_grad():
@@ -190,7 +211,7 @@ def null_text_optimize(
             alpha_t.copy_(schedule.alpha(t))
             alpha_prev.copy_(schedule.alpha(t - schedule.step_ratio))
             target.copy_(trajectory[steps - i - 1])
-            eps_c.copy_(eps_fn(z, t, cond))
+            eps_c.copy_(cond_eps(z, t, cond))
         adam.reset(lr * (1.0 - i / 100.0))
         inner_step.verify_next()  # a new timestep: check the graph's first replay here
         for _ in range(inner_steps):
@@ -201,7 +222,8 @@ def null_text_optimize(
         optimised = param.detach().clone()
         result.append(optimised[0])
         with torch.no_grad():
-            z.copy_(schedule.prev(_guided_eps(eps_fn, z, t, optimised, cond, guidance), t, z))
+            eps_u = uncond_eps(z, t, optimised)
+            z.copy_(schedule.prev(eps_u + guidance * (eps_c - eps_u), t, z))
         if progress is not None:
             progress(i + 1, steps)
     return torch.stack(result)

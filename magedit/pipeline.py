@@ -339,7 +339,9 @@ class MagEditPipeline:
                 return None
             return lambda done, _total: progress(offset + done, total)
 
-        trajectory = ddim_invert(self._eps, z0, cond, schedule, phase_progress(0))
+        trajectory = ddim_invert(
+            self._eps, z0, cond, schedule, phase_progress(0), cuda_graphs=self._graphs(config)
+        )
         if method == "null_text":
             uncond = null_text_optimize(
                 self._eps,
@@ -512,6 +514,10 @@ class MagEditPipeline:
 
     def _objective(self, plan: _Plan, i: int, t: int, z_source: torch.Tensor):
         """The loss of Eq. 7/9 as a function of z*_t (with the injections of step i)."""
+        # The objective reads a copy of the plan without its graph caches: a CUDA graph of it
+        # stored in ``plan.gradients`` must not reference the plan back (a reference cycle is
+        # freed only by the cyclic collector, which must not free a graph during a capture).
+        plan = dataclasses.replace(plan, gradients={}, calls={}, losses=[])
         config = plan.config
         reference = config.reference
 
@@ -804,13 +810,20 @@ class MagEditPipeline:
         key = (tuple(dataclasses.astuple(call)), tuple(latents.shape), tuple(emb.shape))
         if key not in plan.calls:
             latents_in, emb_in = torch.empty_like(latents), torch.empty_like(emb)
+            # Locals, not the plan: the graph stored in plan.calls must not reference the plan.
+            controller, eps_fn, t_now, layers = (
+                self.controller,
+                self._eps,
+                plan.t_now,
+                plan.loss_layers,
+            )
 
             def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
-                with self.controller.plan(call):
-                    eps = self._eps(latents_in, plan.t_now, emb_in)
+                with controller.plan(call):
+                    eps = eps_fn(latents_in, t_now, emb_in)
                 if call.collect_row is None:
                     return eps, []
-                return eps, [self.controller.collected[name] for name in plan.loss_layers]
+                return eps, [controller.collected[name] for name in layers]
 
             plan.calls[key] = (latents_in, emb_in, CapturedStep(run, self._graphs(plan.config)))
         else:

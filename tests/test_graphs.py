@@ -1,15 +1,18 @@
 """The CUDA-graph helpers: Adam in tensors equals torch.optim.Adam; CapturedStep off a GPU calls
 its function each time; GPU capture gives the eager numbers (run where a GPU is present)."""
 
+import gc
 import warnings
+import weakref
 
 import pytest
 import torch
 from conftest import SOURCE, TARGET, scene, scene_mask
 
 from magedit import EditConfig, EditResult, MagEditPipeline, Region
-from magedit.graphs import Adam, CapturedGradient, CapturedStep
+from magedit.graphs import Adam, CapturedGradient, CapturedStep, no_collection
 from magedit.guidance import objective_gradient
+from magedit.inversion import CapturedEps
 
 needs_gpu = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU; this machine has none"
@@ -150,3 +153,64 @@ def test_cuda_graphs_give_the_eager_numbers_on_a_gpu(method):
     assert len(losses) == 4 * config.steps // 2
     loss_diff = ((losses - eager_losses).abs() / eager_losses.abs().clamp_min(1e-6)).max()
     assert loss_diff < 1e-3, f"losses differ by {loss_diff:.3g} (relative)"
+
+
+@pytest.mark.parametrize("method", ["null_text", "direct"])
+def test_an_edit_frees_its_graphs_without_the_cyclic_collector(method):
+    """An edit's captured steps hold no reference cycle: they are freed when the edit's plan is
+    dropped, never by a garbage collection that could run during a later capture (destroying
+    a graph from the capturing thread invalidates that capture; seen on an H100)."""
+    pipe = MagEditPipeline.tiny(seed=0)
+    config = EditConfig(resolution=256, inversion=method, max_iter=2).with_steps(4)
+    gc.collect()
+    with no_collection():
+        assert not gc.isenabled()
+        _, plan, result = _edit(pipe, config)
+        steps = [g.step for g in plan.gradients.values()] + [c[2] for c in plan.calls.values()]
+        assert len(plan.gradients) >= 1 and len(plan.calls) >= 2
+        refs = [weakref.ref(plan)] + [weakref.ref(step) for step in steps]
+        del plan, steps
+        assert [ref() for ref in refs] == [None] * len(refs)
+        assert len(result.losses) == 2 * 2  # the edit itself ran: 2 guided steps x 2 iterations
+    assert gc.isenabled()
+
+
+def test_captured_helpers_hold_no_reference_cycle():
+    eps = CapturedEps(lambda z, t, emb: z * 2, torch.zeros(1, 4, 2, 2), torch.zeros(1, 3, 8), True)
+    assert torch.equal(
+        eps(torch.ones(1, 4, 2, 2), 5, torch.ones(1, 3, 8)), torch.full((1, 4, 2, 2), 2.0)
+    )
+    gradient = CapturedGradient(lambda z: (z.square().sum(), z.mean()), torch.zeros(2), True)
+    refs = [weakref.ref(eps.step), weakref.ref(gradient.step)]
+    with no_collection():
+        del eps, gradient
+        assert [ref() for ref in refs] == [None, None]
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_a_capture_survives_a_collection_of_dead_graphs():
+    """A dead graph in a reference cycle, and a collector that would run at every allocation:
+    the next capture still succeeds (the collector is off during captures)."""
+    x = torch.ones(1024, device="cuda")
+
+    class Holder:
+        pass
+
+    dead = Holder()
+    dead.self = dead
+    dead.step = CapturedStep(lambda: x * 2, enabled=True)
+    dead.step()
+    assert dead.step.graph is not None
+    del dead
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            step = CapturedStep(lambda: [x + i for i in range(50)], enabled=True)
+            step()
+    finally:
+        gc.set_threshold(*thresholds)
+    assert step.graph is not None
+    assert torch.equal(step()[49], x + 49)
