@@ -77,9 +77,12 @@ class EditConfig:
     # once an iteration lowered the loss by less than this fraction of the previous iteration's
     # loss (0 = never: all MAX_IT iterations, as the paper). Changes the result when it triggers.
     early_stop: float = 0.0
-    # Run the UNet in torch.channels_last memory format (faster convolutions on many GPUs); set on
-    # the pipeline's UNet when an inversion or edit starts. Same numbers up to float rounding.
-    channels_last: bool = False
+    # Run the UNet in torch.channels_last memory format, set on the pipeline's UNet when an
+    # inversion or edit starts. None (the default): on a GPU yes, on a CPU no. On an H100 in bf16
+    # the contiguous format spends about a third of the UNet's GPU time converting activations to
+    # NHWC for cuDNN (a null-text step 20.2 -> 16.3 ms, a MAG iteration 13.5 -> 9.4 ms with it;
+    # benchmarks/unet_calls.py). Same numbers up to float rounding.
+    channels_last: bool | None = None
     # torch.compile the UNet (default mode), once per pipeline and reused by later edits; the first
     # call pays the compilation. Where compilation is unavailable or fails, a RuntimeWarning says
     # so and the UNet runs uncompiled. Same numbers up to float rounding. Experimental: dynamo
@@ -87,8 +90,9 @@ class EditConfig:
     # limit), so on a CPU even a tiny model's first compiled edit takes minutes; GPU gain unmeasured.
     compile: bool = False
     # On a GPU, capture a MAG iteration (forward to the loss, backward to z*_t), a null-text step
-    # and the denoising steps' UNet calls into CUDA graphs and replay them: the same kernels
-    # without Python's per-kernel launch cost (3.7x faster editing on an H100). No effect on a
+    # and the no-grad UNet calls of the inversions and the denoising steps into CUDA graphs and
+    # replay them: the same kernels without Python's per-kernel launch cost (editing 27.3 s
+    # eager vs 5.6 s on an H100). No effect on a
     # CPU, with compile or with reference. Where capture fails, or a graph's first replay at a
     # new timestep differs from an eager call, a warning says so and that step runs eagerly.
     cuda_graphs: bool = True
@@ -125,8 +129,9 @@ class EditConfig:
         if isinstance(early, bool) or not isinstance(early, int | float) or not 0 <= early < 1:
             raise ValueError(f"early_stop must be a fraction in [0, 1), got {early!r}")
         for name in ("reference", "channels_last", "compile", "cuda_graphs"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "channels_last" and value is None):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
         if self.guidance_scale > 50:
             raise ValueError(f"guidance_scale must be at most 50, got {self.guidance_scale}")
         if self.constraint not in CONSTRAINTS:

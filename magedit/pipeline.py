@@ -247,7 +247,10 @@ class MagEditPipeline:
 
     def _configure(self, config: EditConfig) -> None:
         """Apply the config's execution options to the UNet: memory format and compilation."""
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        channels_last = config.channels_last
+        if channels_last is None:  # automatic: on a GPU only
+            channels_last = self.device.type == "cuda"
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if memory_format != self._memory_format:
             self.unet.to(memory_format=memory_format)
             self._memory_format = memory_format

@@ -33,9 +33,10 @@ def test_schedule_matches_authors_fractions():
     assert not any(c.replace(max_iter=0).guide_at(i) for i in range(50))
 
 
-def test_speed_options_are_off_by_default():
+def test_speed_options_that_change_numbers_are_off_by_default():
     c = EditConfig()
-    assert (c.early_stop, c.channels_last, c.compile, c.reference) == (0.0, False, False, False)
+    assert (c.early_stop, c.compile, c.reference) == (0.0, False, False)
+    assert c.channels_last is None and c.cuda_graphs  # automatic: used on a GPU only
 
 
 def test_presets():
@@ -65,6 +66,7 @@ def test_with_steps_rescales():
         ({"early_stop": -0.1}, "early_stop must be a fraction"),
         ({"compile": "yes"}, "compile must be True or False"),
         ({"channels_last": 1}, "channels_last must be True or False"),
+        ({"channels_last": "auto"}, "channels_last must be True or False"),
     ],
 )
 def test_bad_values_are_refused(bad, message):

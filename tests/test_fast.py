@@ -134,6 +134,10 @@ def test_channels_last_gives_the_same_edit(pipe64, photo, region):
     pipe64.cache.clear()
     _, fast = edit(pipe64, photo, region, cfg.replace(channels_last=True))
     assert pipe64.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    pipe64.cache.clear()
+    edit(pipe64, photo, region, cfg)  # the default (None) on a CPU: back to contiguous
+    assert pipe64.unet.conv_in.weight.is_contiguous()
+    assert not pipe64.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     # Convolutions in another memory format sum in another order: float rounding only, which in
     # float64 stays below the float32 the pipeline returns. (In float32 the guidance and the
     # inversion carry that rounding to several 1e-3 on the final latent of this random-weight model.)
@@ -209,8 +213,9 @@ def test_cli_flags_set_the_speed_options():
         return cli.build_config(cli.build_parser().parse_args(argv))
 
     plain = parse()
-    assert (plain.early_stop, plain.channels_last, plain.compile) == (0.0, False, False)
+    assert (plain.early_stop, plain.channels_last, plain.compile) == (0.0, None, False)
     fast = parse("--early-stop", "0.05", "--channels-last", "--compile")
     assert (fast.early_stop, fast.channels_last, fast.compile) == (0.05, True, True)
+    assert parse("--no-channels-last").channels_last is False
     with pytest.raises(ValueError, match=r"^--early-stop must be a fraction"):
         parse("--early-stop", "2")
