@@ -20,11 +20,14 @@ python3 -c "import torch, diffusers, transformers; print(torch.__version__, diff
 quiet() { grep -v "kept in float32"; }
 bench() { timeout "$1" python3 benchmarks/speed.py --size sd14 --device cuda "${@:3}" 2>&1 | quiet | tee "$OUT/$2.jsonl"; }
 # 0. GPU tests: CUDA-graph replay equals eager (tiny model on the GPU).
-timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=line -m gpu tests/test_graphs.py 2>&1 | tail -30 | tee "$OUT/gpu_tests.txt"
-# 1. Paper defaults (T=50, MAX_IT=15, tau2=25), bf16, fast path with CUDA graphs (the default).
-bench 150 sd14_bf16_fast --inversion null_text,direct --paths fast
-# 2. The same without CUDA graphs (eager), and the reference path, for the ratios.
-bench 100 sd14_bf16_eager --inversion direct --paths fast --no-cuda-graphs --no-reedit
-bench 100 sd14_bf16_reference --inversion direct --paths reference
+timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short -m gpu tests/test_graphs.py 2>&1 | tail -30 | tee "$OUT/gpu_tests.txt"
+# 1. Paper defaults (T=50, MAX_IT=15, tau2=25), bf16, fast path with its GPU defaults (CUDA graphs,
+#    channels_last).
+bench 120 sd14_bf16_fast --inversion null_text,direct --paths fast
+# 2. The reference path, for the fast/reference ratio; the fast path without CUDA graphs.
+bench 120 sd14_bf16_reference --inversion direct --paths fast,reference --no-reedit
+bench 60 sd14_bf16_eager --inversion direct --paths fast --no-cuda-graphs --no-reedit
 # 3. fp16 (what a T4 would run), fast path only.
 bench 60 sd14_fp16 --dtype float16 --inversion direct --paths fast
+# 4. Where a null-text step's and a MAG iteration's GPU time goes, channels_last.
+timeout 60 python3 benchmarks/unet_calls.py --profile --formats channels_last --backends default 2>&1 | quiet | tee "$OUT/unet_calls.jsonl"

@@ -300,7 +300,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="EditConfig(compile=True)")
     parser.add_argument(
-        "--channels-last", action="store_true", help="EditConfig(channels_last=True)"
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="EditConfig(channels_last=...); default: on a GPU yes, on a CPU no",
     )
     parser.add_argument(
         "--early-stop", type=float, default=0.0, help="EditConfig(early_stop=...); 0 = off"
@@ -336,12 +339,13 @@ def main(argv=None) -> int:
         early_stop=args.early_stop,
         cuda_graphs=not args.no_cuda_graphs,
     )
-    # Warm-up (kernel selection, allocator, lazy imports; with --compile, the compilation) so the
-    # first timed run is not penalised.
-    warm = EditConfig(inversion="direct", resolution=resolution, **options)
-    warm = warm.with_steps(2).replace(max_iter=1)
-    for reference in (False, True):
-        run_one(pipe, image, mask, warm.replace(reference=reference), flops=False, reedit=False)
+    # Warm-up of every (inversion, path) to be timed (kernel selection and loading, allocator,
+    # lazy imports; with --compile, the compilation), so the first timed run is not penalised.
+    for method in args.inversion.split(","):
+        for path in args.paths.split(","):
+            warm = EditConfig(inversion=method, resolution=resolution, **options)
+            warm = warm.with_steps(2).replace(max_iter=1, reference=path == "reference")
+            run_one(pipe, image, mask, warm, flops=False, reedit=False)
     common = {
         "size": args.size,
         "device": str(device),
@@ -354,7 +358,12 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "iterations": args.iterations,
         "tau2": args.tau2,
-        "options": options,
+        "options": {
+            **options,
+            "channels_last": device.type == "cuda"
+            if args.channels_last is None
+            else args.channels_last,
+        },
         "build_seconds": round(build_seconds, 2),
     }
     results: dict[tuple[str, str], dict[str, Any]] = {}
