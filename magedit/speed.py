@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 SOURCE = "a photo of a red sofa and a wooden table in a living room"
 TARGET = "a photo of a green sofa and a wooden table in a living room"
@@ -124,10 +124,26 @@ class FlopCount(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
+        formula = flop_registry.get(func._overloadpacket) or _CPU_ATTENTION.get(func)
         if formula is not None:
             self.flops += formula(*args, **kwargs, out_val=out)
         return out
+
+
+# The CPU's fused attention, which torch's flop registry lacks (its CUDA kernels and the meta
+# device's math decomposition are counted): the same formulas as the CUDA flash kernels.
+_CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default: (
+        lambda query, key, value, *args, **kwargs: sdpa_flop_count(
+            query.shape, key.shape, value.shape
+        )
+    ),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default: (
+        lambda grad_out, query, key, value, *args, **kwargs: sdpa_backward_flop_count(
+            grad_out.shape, query.shape, key.shape, value.shape
+        )
+    ),
+}
 
 
 def _iteration_flops(objective, z: torch.Tensor) -> int:
@@ -151,6 +167,82 @@ def mag_iteration_flops(pipe, inversion, mask, config) -> int:
     return _iteration_flops(pipe._objective(plan, 0, t, z), z)
 
 
+class _Meta:
+    """A pipeline whose UNet is ``unet_config`` (None: SD v1.4's) on the ``meta`` device (shapes
+    only: no weights, no arithmetic), and a prepared one-region edit of a ``resolution``-pixel
+    square image whose edit word is one token. The text embeddings are (1, 77, D) meta tensors
+    (the text encoder is not run). The pipeline's value checks (NaN checks, previews, the loss
+    values guidance reports) are skipped; every UNet call an edit makes runs as it is."""
+
+    def __init__(self, unet_config: dict[str, Any] | None, resolution: int):
+        from diffusers import UNet2DConditionModel
+
+        from magedit.pipeline import EditEvent, MagEditPipeline, PreparedRegion
+        from magedit.tiny import tiny_components
+
+        class MetaPipeline(MagEditPipeline):
+            def _check_finite(self, z, step, what):
+                pass
+
+            def _denoise_event(self, plan, maps, z_edit, i, start):
+                return EditEvent(phase="denoise", step=i + 1, total=plan.config.steps)
+
+            def _gradient(self, plan, i, t, z_source):
+                gradient = super()._gradient(plan, i, t, z_source)
+                zero = torch.zeros(())  # the loss and ratio, which guide() reads as floats
+
+                def shapes_only(z):
+                    return zero, zero, gradient(z)[2]
+
+                return shapes_only
+
+        self.device = meta = torch.device("meta")
+        with meta:
+            unet = UNet2DConditionModel.from_config(unet_config or sd14_config("unet"))
+        parts = tiny_components(0)  # the VAE and text encoder are not run; the pipeline needs them
+        self.pipe = MetaPipeline(
+            unet, parts["vae"], parts["text_encoder"], parts["tokenizer"], device=meta
+        )
+        controller = self.pipe.controller
+        controller.mapper = torch.arange(77, device=meta)
+        controller.alphas = torch.ones(77, device=meta)
+        self.resolution = resolution
+        self.side = side = resolution // 8
+        self.level = 2  # the paper's loss level: latent / 4
+        self.emb = torch.zeros(1, 77, unet.config.cross_attention_dim, device=meta)
+        self.latent_mask = torch.zeros(1, 1, side, side, device=meta)
+        self.region = PreparedRegion(
+            words=["green"],
+            positions=[[5]],
+            weight=1.0,
+            mask=np.zeros((resolution, resolution), bool),
+            latent_mask=self.latent_mask,
+            attention_mask=torch.zeros((side >> self.level) ** 2, device=meta),
+        )
+
+    def plan(self, config):
+        from magedit.inversion import DDIMSchedule
+        from magedit.pipeline import _Plan
+
+        controller = self.pipe.controller
+        return _Plan(
+            config=config,
+            schedule=DDIMSchedule(config.steps),
+            regions=[self.region],
+            update_mask=self.latent_mask,
+            blend_mask=self.latent_mask,
+            source_emb=self.emb,
+            target_emb=self.emb,
+            negative_emb=None,
+            negative_positions=None,
+            negative_mask=None,
+            level=self.level,
+            loss_layers=controller.cross_layers_at(self.level),
+            stop_after=None if config.reference else controller.last_layer_at(self.level),
+            t_now=torch.zeros(1, dtype=torch.long, device=self.device),
+        )
+
+
 def meta_mag_iteration_flops(
     unet_config: dict[str, Any] | None = None,
     resolution: int = 512,
@@ -161,69 +253,64 @@ def meta_mag_iteration_flops(
 
     ``unet_config`` None is SD v1.4's UNet; the image is ``resolution`` pixels square. The
     iteration is the pipeline's own objective (``MagEditPipeline._objective``) at the first
-    guided step, on one region whose edit word is one token. Only the UNet is counted: the text
-    embeddings are (1, 77, cross_attention_dim) meta tensors. The fast path's reconstruction maps
-    are recorded before counting (once per step, shared by every iteration); the reference path
-    recomputes them inside the iteration, as Algorithm 1 does.
+    guided step, on one region whose edit word is one token. Only the UNet is counted. The fast
+    path's reconstruction maps are recorded before counting (once per step, shared by every
+    iteration); the reference path recomputes them inside the iteration, as Algorithm 1 does.
     """
-    from diffusers import UNet2DConditionModel
-
     from magedit.attention import CallPlan
     from magedit.config import EditConfig
-    from magedit.inversion import DDIMSchedule
-    from magedit.pipeline import MagEditPipeline, PreparedRegion, _Plan
-    from magedit.tiny import tiny_components
 
-    meta = torch.device("meta")
-    unet_config = unet_config or sd14_config("unet")
-    with meta:
-        unet = UNet2DConditionModel.from_config(unet_config)
-    parts = tiny_components(0)  # the VAE and text encoder are not run; the pipeline needs them
-    pipe = MagEditPipeline(
-        unet, parts["vae"], parts["text_encoder"], parts["tokenizer"], device=meta
-    )
-    controller = pipe.controller
-    controller.mapper = torch.arange(77, device=meta)
-    controller.alphas = torch.ones(77, device=meta)
-    side = resolution // 8
-    level = 2  # the paper's loss level: latent / 4
-    emb = torch.zeros(1, 77, unet.config.cross_attention_dim, device=meta)
-    latent_mask = torch.zeros(1, 1, side, side, device=meta)
-    region = PreparedRegion(
-        words=["green"],
-        positions=[[5]],
-        weight=1.0,
-        mask=np.zeros((resolution, resolution), bool),
-        latent_mask=latent_mask,
-        attention_mask=torch.zeros((side >> level) ** 2, device=meta),
-    )
-    z = torch.zeros(1, 4, side, side, device=meta)
+    meta = _Meta(unet_config, resolution)
+    pipe, emb = meta.pipe, meta.emb
+    z = torch.zeros(1, 4, meta.side, meta.side, device=meta.device)
     flops = {}
     for path in ("fast", "reference"):
         config = EditConfig(resolution=resolution, constraint=constraint, reference=path != "fast")
-        plan = _Plan(
-            config=config,
-            schedule=DDIMSchedule(config.steps),
-            regions=[region],
-            update_mask=latent_mask,
-            blend_mask=latent_mask,
-            source_emb=emb,
-            target_emb=emb,
-            negative_emb=None,
-            negative_positions=None,
-            negative_mask=None,
-            level=level,
-            loss_layers=controller.cross_layers_at(level),
-            stop_after=None if config.reference else controller.last_layer_at(level),
-            t_now=torch.zeros(1, dtype=torch.long, device=meta),
-        )
+        plan = meta.plan(config)
         t = int(plan.schedule.timesteps[0])
         if not config.reference:
             record = CallPlan(record_row=0, record_cross=True, record_self=True)
-            with torch.no_grad(), controller.plan(record):
+            with torch.no_grad(), pipe.controller.plan(record):
                 pipe._eps(z, t, emb)
         flops[path] = _iteration_flops(pipe._objective(plan, 0, t, z), z)
     return flops
+
+
+def meta_editing_flops(
+    config: Any = None,
+    unet_config: dict[str, Any] | None = None,
+    resolution: int = 512,
+) -> int:
+    """UNet FLOPs of a whole editing phase (every denoising step's calls, every MAG iteration's
+    forward and backward), counted on the ``meta`` device while the pipeline's own editing loop
+    (``MagEditPipeline._run``) runs; the decode is not counted.
+
+    ``config`` (default: the paper's, direct inversion) sets the path (``reference``), the
+    inversion method and the schedule; ``unet_config`` None is SD v1.4's UNet.
+    """
+    from magedit.config import EditConfig
+    from magedit.inversion import Inversion
+
+    config = (config or EditConfig()).replace(resolution=resolution)
+    meta = _Meta(unet_config, resolution)
+    image = np.zeros((resolution, resolution, 3), np.uint8)
+    inversion = Inversion(
+        original=image,
+        image=image,
+        source_prompt=SOURCE,
+        method=config.inversion,
+        steps=config.steps,
+        guidance_scale=config.guidance_scale,
+        trajectory=torch.zeros(config.steps + 1, 1, 4, meta.side, meta.side, device=meta.device),
+        uncond=torch.zeros(config.steps, *meta.emb.shape[1:], device=meta.device),
+        key=None,
+    )
+    counter = FlopCount()
+    with counter:
+        for event in meta.pipe._run(inversion, meta.plan(config), TARGET, None):
+            if event.phase == "denoise" and event.step == config.steps:
+                break  # the decode comes next
+    return counter.flops
 
 
 def run_one(pipe, image, mask, config, *, flops: bool, reedit: bool) -> dict[str, Any]:
@@ -297,6 +384,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--paths", default="fast,reference", help="comma-separated: fast,reference")
     parser.add_argument("--flops", action="store_true", help="also count FLOPs (an extra run)")
     parser.add_argument("--no-reedit", action="store_true", help="skip the cached re-edit timing")
+    parser.add_argument(
+        "--meta-flops",
+        action="store_true",
+        help="only count UNet FLOPs of the editing phase and of a MAG iteration on the meta device "
+        "(no weights, no arithmetic, no GPU; SD v1.4 at paper defaults: about 15 min on 2 cores)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="EditConfig(compile=True)")
     parser.add_argument(
@@ -321,6 +414,8 @@ def main(argv=None) -> int:
     from magedit.pipeline import MagEditPipeline, default_dtype
 
     args = parse_args(argv)
+    if args.meta_flops:
+        return meta_main(args)
     device = torch.device(args.device)
     dtype = default_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)
     resolution = args.resolution or (512 if args.size == "sd14" else 256)
@@ -405,6 +500,48 @@ def main(argv=None) -> int:
                 entry[f"{key}_flops"] = round(fast["flops"][key] / ref["flops"][key], 3)
         ratios[method] = entry
     print(json.dumps({**common, "fast_over_reference": ratios}), flush=True)
+    return 0
+
+
+def meta_main(args: argparse.Namespace) -> int:
+    """``--meta-flops``: one JSON line per inversion method with the editing phase's UNet FLOPs
+    of both paths and their ratio, then one line for a MAG iteration."""
+    from magedit.config import EditConfig
+
+    unet_config = {"sd14": None, "mid": MID_UNET}.get(args.size)
+    if args.size == "tiny":
+        from magedit.tiny import tiny_components
+
+        unet_config = dict(tiny_components(0)["unet"].config)
+    resolution = args.resolution or (512 if args.size == "sd14" else 256)
+    common = {
+        "size": args.size,
+        "device": "meta",
+        "resolution": resolution,
+        "steps": args.steps,
+        "iterations": args.iterations,
+        "tau2": args.tau2,
+    }
+    for method in args.inversion.split(","):
+        base = EditConfig(inversion=method, resolution=resolution).with_steps(args.steps)
+        base = base.replace(max_iter=args.iterations, tau2=args.tau2)
+        flops = {
+            path: meta_editing_flops(
+                base.replace(reference=path == "reference"), unet_config, resolution
+            )  # fmt: skip
+            for path in ("fast", "reference")
+        }
+        ratio = round(flops["fast"] / flops["reference"], 3)
+        record = {
+            **common,
+            "inversion": method,
+            "editing_flops": flops,
+            "fast_over_reference": ratio,
+        }
+        print(json.dumps(record), flush=True)
+    flops = meta_mag_iteration_flops(unet_config, resolution)
+    ratio = round(flops["fast"] / flops["reference"], 3)
+    print(json.dumps({**common, "mag_iteration_flops": flops, "fast_over_reference": ratio}))
     return 0
 
 

@@ -3,7 +3,10 @@ asserted: only FLOP ratios, which do not depend on the machine, are checked)."""
 
 import json
 
-from magedit import speed
+import pytest
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from magedit import EditConfig, MagEditPipeline, speed
 
 
 def test_benchmark_prints_json_runs_and_ratios(capsys):
@@ -45,3 +48,32 @@ def test_a_mag_iteration_of_sd14_at_512_costs_at_most_45_percent_of_the_referenc
     ratio = flops["fast"] / flops["reference"]
     assert flops["fast"] > 1e11  # a real count of SD v1.4's UNet at 64x64 latents, not zero
     assert ratio <= 0.45, flops
+
+
+@pytest.mark.parametrize(
+    "inversion, reference", [("direct", False), ("direct", True), ("null_text", False)]
+)
+def test_the_meta_count_of_an_editing_phase_equals_a_real_edits(inversion, reference):
+    """``meta_editing_flops`` runs the pipeline's own editing loop on a meta UNet (how the SD v1.4
+    figures in benchmarks/README.md are counted); on the tiny model it matches a real edit.
+
+    The real edit's attention runs on the math backend (the meta device decomposes attention the
+    same way; the fused CPU kernel's backward is counted with flash attention's recomputation);
+    its count also holds the previews' latent-to-RGB einsum, 2 x 4 x 3 FLOPs per latent pixel
+    per step, which the meta count leaves out.
+    """
+    pipe = MagEditPipeline.tiny(seed=0)
+    image, mask = speed.scene(128, 128)
+    config = EditConfig(resolution=128, inversion=inversion, reference=reference, max_iter=3)
+    config = config.with_steps(6)
+    events = pipe.edit(pipe.invert(image, speed.SOURCE, config=config), speed.TARGET, mask=mask,
+                       config=config)  # fmt: skip
+    real = speed.FlopCount()
+    with real, sdpa_kernel(SDPBackend.MATH):
+        for event in events:
+            if event.phase == "denoise" and event.step == config.steps:
+                break  # before the decode
+    meta = speed.meta_editing_flops(config, unet_config=dict(pipe.unet.config), resolution=128)
+    previews = config.steps * 2 * 4 * 3 * 16 * 16
+    assert meta > 1e9
+    assert real.flops - previews == meta
