@@ -13,6 +13,11 @@ On a GPU machine (about 3 minutes on an H100)::
 On a CPU (the mid-size model at 256 x 256, fewer steps)::
 
     python benchmarks/speed.py --size mid --steps 20 --iterations 5 --tau2 10 --inversion direct
+
+UNet FLOPs of the editing phase and of a MAG iteration of SD v1.4 at 512 x 512, both paths,
+counted on the meta device (no weights, no GPU; about 15 minutes on 2 CPU cores)::
+
+    python benchmarks/speed.py --size sd14 --meta-flops
 """
 
 from __future__ import annotations
