@@ -92,9 +92,9 @@ class EditConfig:
     # On a GPU, capture a MAG iteration (forward to the loss, backward to z*_t), a null-text step
     # and the no-grad UNet calls of the inversions and the denoising steps into CUDA graphs and
     # replay them: the same kernels without Python's per-kernel launch cost (editing 27.3 s
-    # eager vs 5.6 s on an H100). No effect on a
-    # CPU, with compile or with reference. Where capture fails, or a graph's first replay at a
-    # new timestep differs from an eager call, a warning says so and that step runs eagerly.
+    # eager vs 5.6 s on an H100). No effect on a CPU, with compile or with reference. Where
+    # capture fails, or a graph's first replay at a new timestep differs from an eager call, a
+    # warning says so and that step runs eagerly.
     cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
