@@ -211,7 +211,6 @@ class _Meta:
         controller = self.pipe.controller
         controller.mapper = torch.arange(77, device=meta)
         controller.alphas = torch.ones(77, device=meta)
-        self.resolution = resolution
         self.side = side = resolution // 8
         self.level = 2  # the paper's loss level: latent / 4
         self.emb = torch.zeros(1, 77, unet.config.cross_attention_dim, device=meta)
