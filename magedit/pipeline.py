@@ -38,6 +38,7 @@ from magedit.inversion import (
 )
 from magedit.losses import constraint_loss, in_mask_ratio, multi_region_loss, with_negative
 from magedit.preview import latents_to_rgb, normalize_map
+from magedit.tokenizer import thread_safe
 
 
 @dataclass
@@ -173,7 +174,8 @@ class MagEditPipeline:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model_id = model_id
-        self.tokenizer = tokenizer
+        # Shared by the page's prompt checks (any thread) and the edit's prompt encoding.
+        self.tokenizer = thread_safe(tokenizer)
         # Frozen: guidance and null-text inversion need input gradients only.
         self.unet = _place(unet, self.device, dtype)
         self.vae = _place(vae, self.device, dtype)
@@ -230,6 +232,11 @@ class MagEditPipeline:
             truncation=True,
             return_tensors="pt",
         ).input_ids
+        if ids.shape != (1, prompts.MAX_TOKENS):  # a tokenizer changed by another caller
+            raise RuntimeError(
+                f"the tokenizer gave {tuple(ids.shape)} ids for one prompt, not "
+                f"(1, {prompts.MAX_TOKENS}); is it shared with code that changes its padding?"
+            )
         return self.text_encoder(ids.to(self.device))[0].float()
 
     @torch.no_grad()

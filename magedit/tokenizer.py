@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -156,16 +157,60 @@ def tokenizer_folder(
     return folder
 
 
+class ThreadSafeTokenizer:
+    """A Hugging Face tokenizer shared by threads: every method call holds one lock.
+
+    A fast tokenizer is not safe to share: each call sets the padding and truncation of its one
+    Rust backend (`set_truncation_and_padding`), so a `tokenizer.encode(text)` in one thread
+    (a prompt check) between that setting and the encoding of `tokenizer(texts,
+    padding="max_length")` in another (an edit's prompt encoding) makes the second come out
+    unpadded (14 tokens instead of 77), and its spans wrong. Tokenizing takes microseconds, so
+    one lock costs nothing. Attributes read through (`is_fast`, `model_max_length`, ...).
+    """
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+        self._lock = threading.RLock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._tokenizer, name)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        @functools.wraps(value)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+    def __repr__(self) -> str:
+        return f"ThreadSafeTokenizer({self._tokenizer!r})"
+
+
+def thread_safe(tokenizer: Any) -> ThreadSafeTokenizer:
+    """`tokenizer` behind one lock (itself when it already is)."""
+    if isinstance(tokenizer, ThreadSafeTokenizer):
+        return tokenizer
+    return ThreadSafeTokenizer(tokenizer)
+
+
 @functools.lru_cache(maxsize=4)
-def clip_tokenizer(cache_dir: str | os.PathLike[str] | None = None) -> CLIPTokenizer:
+def clip_tokenizer(cache_dir: str | os.PathLike[str] | None = None) -> ThreadSafeTokenizer:
     """SD v1.4's CLIP tokenizer (49408 tokens, 77 positions), built from the shipped BPE file.
 
-    Needs no network. The object is cached per `cache_dir` and shared: do not change its
-    settings in place.
+    Needs no network. The object is cached per `cache_dir` and shared by every thread, so it is
+    wrapped in `ThreadSafeTokenizer`: do not change its settings in place.
     """
     from transformers import CLIPTokenizer
 
     folder = tokenizer_folder(cache_dir)
     # On transformers 5, CLIPTokenizer(vocab_file=...) silently ignores its files; from_pretrained
     # on the folder reads them.
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=MODEL_MAX_LENGTH)
+    return thread_safe(
+        CLIPTokenizer.from_pretrained(str(folder), model_max_length=MODEL_MAX_LENGTH)
+    )
