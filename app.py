@@ -22,12 +22,10 @@ import math
 import numbers
 import os
 import queue
-import secrets
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -36,8 +34,17 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from magedit import images, preview, prompts
-from magedit.config import PRESETS, SD14_MODEL, EditConfig, default_model
+from magedit import files, images, preview, prompts
+from magedit.config import (
+    DEFAULT_SAM_MODEL,
+    PRESETS,
+    SAM_MODEL_TYPES,
+    SD14_MODEL,
+    EditConfig,
+    config_from,
+    default_model,
+)
+from magedit.errors import is_out_of_memory, one_line
 
 try:  # Hugging Face's ZeroGPU decorator; outside a ZeroGPU Space it returns the function as is
     import spaces
@@ -53,7 +60,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from magedit.inversion import Inversion
-    from magedit.pipeline import EditEvent, EditResult, MagEditPipeline, Region
+    from magedit.pipeline import EditEvent, EditResult, MagEditPipeline, PreparedEdit, Region
     from magedit.segment import MaskCandidate, Segmenter
 
 T = TypeVar("T")
@@ -122,7 +129,6 @@ RANGES = {
     "granularity": Range("granularity", 0, 10),
     "steps": Range("steps", 5, 100, integer=True),  # 5: a quick, rough look
     "guidance": Range("guidance scale", 1, 15),
-    "seed": Range("seed", 0, 2**31 - 1, integer=True),
     "grow": Range("grow (pixels)", 0, 50, integer=True),
     "region2_weight": Range("the second region's weight", 0.1, 10),
 }
@@ -134,7 +140,6 @@ CLICK_MODES = ["object", "background"]  # what a click on the photo adds: label 
 POINT_COLORS = {1: (0, 200, 0), 0: (230, 0, 0)}  # by label: green on the object, red off it
 DISPLAY_SIDE = 1024  # the photo to click on is sent at most this long (after every click)
 SEGMENT_TITLE = "Cannot segment"
-SAM_MODELS = ["vit_b", "vit_l", "vit_h"]  # magedit.segment.MODEL_TYPES (it imports torch)
 TINY_BANNER = (
     "⚠️ **Offline demo (`--tiny`)**: the model has random, untrained weights, so the results are "
     "noise. Use it to try the page; run `python app.py` (or `--model /local/folder`) for real "
@@ -176,30 +181,15 @@ class JobTimeout(Exception):
     """An edit ran past its wall-clock limit (``--time-limit``) and was stopped."""
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 OUT_OF_MEMORY = (
     "out of GPU memory; use fewer iterations or steps, a smaller resolution (Advanced), or try "
     "again when other edits have finished"
 )
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError, or a RuntimeError saying so (cuDNN, cuBLAS and MPS raise
-    plain RuntimeErrors with "out of memory" in the message)."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(error, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-
-
 def user_error(message: str, title: str = "Cannot edit") -> gr.Error:
     """A gr.Error showing ``message`` as text (the modal renders HTML; prompts are user text)."""
-    return gr.Error(
-        html.escape(_one_line(message), quote=False), title=title, print_exception=False
-    )
+    return gr.Error(html.escape(one_line(message), quote=False), title=title, print_exception=False)
 
 
 @contextlib.contextmanager
@@ -215,7 +205,7 @@ def gradio_errors(title: str = "Cannot edit") -> Iterator[None]:
     except (ValueError, FloatingPointError, JobTimeout) as error:
         raise user_error(str(error), title) from None
     except RuntimeError as error:
-        if _is_out_of_memory(error):
+        if is_out_of_memory(error):
             raise user_error(OUT_OF_MEMORY, title) from None
         raise
 
@@ -250,7 +240,7 @@ def _pipeline(get_pipeline: Callable[[], MagEditPipeline]) -> MagEditPipeline:
         return get_pipeline()
     except (ValueError, OSError) as error:
         # The reason names the server's folders: it goes to the server's log, not to the page.
-        print(f"app.py: error: {_one_line(str(error))}", file=sys.stderr)
+        print(f"app.py: error: {one_line(str(error))}", file=sys.stderr)
         raise user_error("the model could not be loaded; see the server's log") from None
 
 
@@ -476,7 +466,6 @@ def build_config(
     steps: float,
     guidance: float,
     inversion: str,
-    seed: float | None,
     resolution: float,
 ) -> EditConfig:
     """The named preset on ``steps`` steps (its taus scaled) with the page's settings applied.
@@ -488,22 +477,15 @@ def build_config(
         raise ValueError(f"unknown inversion {_short(inversion)}; choose one of {methods}")
     if isinstance(resolution, bool) or resolution not in RESOLUTIONS:
         raise ValueError(f"resolution is {_short(resolution)}; choose one of {RESOLUTIONS}")
-    return (
-        PRESETS[preset]
-        .with_steps(check_number("steps", steps))
-        .replace(
-            max_iter=check_number("iterations", iterations),
-            scale=check_number("granularity", granularity),
-            guidance_scale=check_number("guidance", guidance),
-            inversion=inversion,
-            seed=check_number("seed", seed),
-            resolution=int(resolution),
-        )
+    return config_from(
+        preset,
+        check_number("steps", steps),
+        max_iter=check_number("iterations", iterations),
+        scale=check_number("granularity", granularity),
+        guidance_scale=check_number("guidance", guidance),
+        inversion=inversion,
+        resolution=int(resolution),
     )
-
-
-def random_seed() -> int:
-    return secrets.randbelow(2**31)
 
 
 def suggest_words(
@@ -548,7 +530,7 @@ def check_inputs(
 def _warning(error: BaseException) -> str:
     """An inline warning for a gr.Markdown: the message may quote the user's words, so it is
     escaped (Markdown passes HTML through)."""
-    return f"⚠️ {html.escape(_one_line(str(error)), quote=False)}"
+    return f"⚠️ {html.escape(one_line(str(error)), quote=False)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -596,7 +578,7 @@ def _segmenter(get_segmenter: Callable[[], Segmenter]) -> Segmenter:
         return get_segmenter()
     except (ValueError, OSError) as error:
         # The reason names the server's folders: it goes to the server's log, not to the page.
-        print(f"app.py: error: {_one_line(str(error))}", file=sys.stderr)
+        print(f"app.py: error: {one_line(str(error))}", file=sys.stderr)
         raise user_error(
             "Segment Anything could not be loaded (see the server's log); paint the region with "
             "the brush or upload a mask file instead",
@@ -781,7 +763,7 @@ def segment_api(
         best = segmenter.predict(
             photo, points=points, labels=labels, multimask=len(points or ()) == 1
         )[0]
-    path = save_result(best.mask.astype(np.uint8) * 255, output_dir, prefix="magedit-mask")
+    path = save_result(best.mask.astype(np.uint8) * 255, output_dir, "mask")
     return str(path), best.score
 
 
@@ -791,16 +773,21 @@ def segment_api(
 
 @dataclasses.dataclass
 class _Request:
-    image: np.ndarray  # (H, W, 3) uint8, the photo at its own size
-    regions: list[Region]  # masks (H, W) bool, words, weights; the first is the main region
-    prompts: Prompts
-    config: EditConfig
+    prepared: PreparedEdit  # checked once; the photo, prompts, regions and config
     time_limit: float  # seconds of wall clock for the whole job
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.prepared.original
+
+    @property
+    def config(self) -> EditConfig:
+        return self.prepared.config
 
     @property
     def mask(self) -> np.ndarray:
         """The union of the regions' masks, (H, W) bool: what the edit may change."""
-        return images.mask_union(*(region.mask for region in self.regions))
+        return self.prepared.mask
 
 
 @dataclasses.dataclass
@@ -870,7 +857,7 @@ class _EditWorker(threading.Thread):
         except _Cancelled:
             pass
         except BaseException as error:  # handed to the page's thread, which reports it
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 _release_cached_memory()
             self.items.put(error)
         finally:
@@ -884,17 +871,9 @@ class _EditWorker(threading.Thread):
             self._check()
             self.items.put(_InversionProgress(done, total, time.perf_counter() - start))
 
-        inversion = pipe.invert(
-            request.image, request.prompts.source, config=request.config, progress=progress
-        )
+        inversion = pipe.invert(request.prepared, progress=progress)
         self.items.put(inversion)
-        events = pipe.edit(
-            inversion,
-            request.prompts.target,
-            regions=request.regions,
-            negative_word=request.prompts.negative_word,
-            config=request.config,
-        )
+        events = pipe.edit(request.prepared, inversion)
         try:
             for item in events:
                 self._check()
@@ -929,7 +908,6 @@ def gpu_duration(*args: Any, **kwargs: Any) -> int:
             bound.get("steps", Defaults.steps),
             bound.get("guidance", 7.5),
             bound.get("inversion", Defaults.inversion),
-            bound.get("seed", 0),
             bound.get("resolution", Defaults.resolution),
         )
     except ValueError:
@@ -962,7 +940,6 @@ def run_edit(
     steps: float,
     guidance: float,
     inversion: str,
-    seed: float | None,
     resolution: float,
     grow: float = 0,
     mask_file: Any = None,
@@ -987,54 +964,32 @@ def run_edit(
     """
     from magedit.pipeline import Region
 
-    # 1. Check every input before any model work.
+    # 1. Check every input once, before any model work.
     if image is None:
         raise user_error("no photo; upload the photo to edit first")
     pipe = _pipeline(get_pipeline)
     with gradio_errors():
         photo = images.load_image(image)
         config = build_config(
-            preset, iterations, granularity, steps, guidance, inversion, seed, resolution
+            preset, iterations, granularity, steps, guidance, inversion, resolution
         )
         grow = check_number("grow", grow)
         second = read_second_region(
             region2_editor, region2_mask_file, region2_words, region2_weight, photo.shape[:2]
-        )
-        checked = check_prompts(
-            pipe.tokenizer,
-            source,
-            target,
-            words,
-            negative_word,
-            guided=config.max_iter > 0,
-            exclude=second.words if second is not None else (),
         )
     # Clicks made on another photo (this session's previous one) do not count.
     on_photo = clicks is not None and clicks.key == images.image_hash(photo)
     mask = read_mask(
         editor, mask_file, photo.shape[:2], clicked_mask(clicks, grow) if on_photo else None
     )
-    regions = [Region(mask=mask, words=checked.words)]
+    regions = [Region(mask=mask, words=parse_words(words) or None)]
     if second is not None:
         regions.append(second)
     with gradio_errors():
-        # Masks too large or too small for the attention maps are refused before inverting.
-        pipe.check_edit(
-            photo.shape[:2],
-            checked.source,
-            checked.target,
-            regions,
-            checked.negative_word,
-            None,
-            config,
+        prepared = pipe.prepare(
+            photo, source, target, regions=regions, negative_word=negative_word, config=config
         )
-        if second is not None and set(checked.words) & set(second.words):
-            both = sorted(set(checked.words) & set(second.words))
-            raise ValueError(
-                f"{both} are edit words of both regions; give each region its own words of the "
-                "target prompt"
-            )
-    request = _Request(photo, regions, checked, config, float(time_limit))
+    request = _Request(prepared, float(time_limit))
 
     # 2. Invert and edit on a worker thread; show what it reports as it comes.
     stream = _Stream(request)
@@ -1050,7 +1005,7 @@ def run_edit(
             result = stream.result
             if result is None:
                 raise RuntimeError("the edit ended without a result")
-            path = save_result(result.composited, output_dir)
+            path = save_result(result.composited, output_dir, " ".join(result.words[0]))
             yield stream.finish(path, pipe.model_id, history)
     finally:
         worker.cancel()
@@ -1191,7 +1146,6 @@ class _Stream:
         note = " Reused the cached inversion." if cached else ""
         settings = {
             "model": model,
-            "seed": result.seed,
             "source prompt": result.source_prompt,
             "target prompt": result.target_prompt,
             "edit words": [w for words in result.words for w in words],
@@ -1201,7 +1155,7 @@ class _Stream:
                     "weight": region.weight,
                     "pixels": int(region.mask.sum()),
                 }
-                for region in request.regions
+                for region in request.prepared.regions
             ],
             "negative word": result.negative_word,
             "inversion": "reused the cached inversion" if cached else result.config.inversion,
@@ -1211,10 +1165,10 @@ class _Stream:
         }
         # Captions hold no user text: the gallery shows them as they are.
         entries = [tuple(entry) for entry in history or () if len(entry) == 2]
-        caption = f"seed {result.seed} · {time.strftime('%H:%M:%S')}"
+        caption = time.strftime("%H:%M:%S")
         history = [(str(path), caption), *entries][:GALLERY_SIZE]
         return self.update(
-            status=f"**Done** in {timings['total']:.1f} s · seed {result.seed}.{note} *Use as "
+            status=f"**Done** in {timings['total']:.1f} s.{note} *Use as "
             "input* edits the result further.",
             preview=result.image,
             result=(request.image, result.composited),
@@ -1234,19 +1188,10 @@ def _eta(elapsed: float, done: float) -> str:
     return f" · about {max(left, 1):.0f} s left"
 
 
-def save_result(image: np.ndarray, output_dir: Path, prefix: str = "magedit") -> Path:
+def save_result(image: np.ndarray, output_dir: Path, description: str = "") -> Path:
     """Write ``image`` (HWC or HW uint8) as a PNG under ``output_dir`` with a generated name
-    (never the user's); keep only the newest MAX_OUTPUTS "magedit-*.png" files there."""
-    from magedit.cli import write_image
-
-    output_dir = Path(output_dir)
-    path = output_dir / f"{prefix}-{uuid.uuid4().hex}.png"
-    write_image(path, image)
-    old = sorted(output_dir.glob("magedit-*.png"), key=lambda p: p.stat().st_mtime)
-    for stale in old[:-MAX_OUTPUTS]:
-        with contextlib.suppress(OSError):
-            stale.unlink()
-    return path
+    (``files.save_result``), keeping the newest MAX_OUTPUTS results there."""
+    return files.save_result(image, output_dir, description, keep=MAX_OUTPUTS)
 
 
 def cancelled_status() -> str:
@@ -1454,18 +1399,6 @@ def build_demo(
                         label="Inversion",
                         elem_id="magedit-inversion",
                     )
-                    with gr.Row():
-                        seed = gr.Number(
-                            value=0,
-                            precision=0,
-                            minimum=RANGES["seed"].low,
-                            maximum=RANGES["seed"].high,
-                            label="Seed",
-                            elem_id="magedit-seed",
-                        )
-                        randomise = gr.Button(
-                            "🎲 Random seed", size="sm", elem_id="magedit-random-seed"
-                        )
                     resolution = gr.Radio(
                         choices=RESOLUTIONS,
                         value=defaults.resolution,
@@ -1684,7 +1617,6 @@ def build_demo(
                 api_visibility="private",
                 **cheap,
             )
-        randomise.click(random_seed, outputs=seed, api_visibility="private", **cheap)
         edit_event = edit_button.click(
             functools.partial(run_edit, get_pipeline, output_dir, float(time_limit)),
             inputs=[
@@ -1701,7 +1633,6 @@ def build_demo(
                 steps,
                 guidance,
                 inversion,
-                seed,
                 resolution,
                 grow,
                 mask_file,
@@ -1769,8 +1700,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sam-model",
-        choices=SAM_MODELS,
-        default=SAM_MODELS[0],
+        choices=SAM_MODEL_TYPES,
+        default=DEFAULT_SAM_MODEL,
         help="Segment Anything model for click-to-segment (default: vit_b)",
     )
     parser.add_argument(
@@ -1821,7 +1752,7 @@ def _seconds(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> None:
     """Load the models (a failure ends in one line naming the way out, exit status 2), then
     serve the page until Ctrl-C."""
-    from magedit.cli import load_pipeline, load_segmenter
+    from magedit.loading import load_pipeline, load_segmenter
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1831,14 +1762,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         pipe = load_pipeline(args.model, args.device, "auto", args.tiny)
     except (ValueError, OSError) as error:
         # magedit.cli's messages name the way out (--model /local/folder, --tiny).
-        print(f"app.py: error: {_one_line(str(error))}", file=sys.stderr)
+        print(f"app.py: error: {one_line(str(error))}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
         segmenter = load_segmenter(
             args.sam_model, args.sam_checkpoint, args.device, "auto", args.tiny
         )
     except (ValueError, OSError) as error:
-        message = _one_line(str(error))
+        message = one_line(str(error))
         if "--sam-checkpoint" not in message:
             message += "; pass --sam-checkpoint /path/to/the/checkpoint.pth, or --tiny"
         print(f"app.py: error: Segment Anything: {message}", file=sys.stderr)

@@ -290,7 +290,7 @@ def find_result(outputs: Sequence[Any]) -> tuple[str, dict[str, Any], str]:
     """The edit's (status line, settings, full-resolution PNG path) among its outputs, found by
     what they are rather than where they are, so that added outputs do not break the check."""
     status = next((o for o in outputs if isinstance(o, str) and o.startswith("**Done**")), None)
-    settings = next((o for o in outputs if isinstance(o, dict) and "seed" in o), None)
+    settings = next((o for o in outputs if isinstance(o, dict) and "source prompt" in o), None)
     path = None
     if settings is not None:
         path = next(
@@ -381,7 +381,6 @@ class LoadRun:
             "mask_file": self.mask_file,
             "steps": self.settings.steps,
             "iterations": self.settings.iterations,
-            "seed": 0,
             "api_name": "/edit",
         }
 
@@ -591,7 +590,7 @@ def _figures(run: LoadRun, server: AppServer | None, rss: list[int], wall: float
     outcomes = Counter(job.outcome for job in jobs)
     edits = [job for job in jobs if job.kind == "edit"]
     segments = [job for job in jobs if job.kind == "segment"]
-    # Completed edits of the same prompts and seed must be identical, whoever asked for them.
+    # Completed edits of the same prompts must be identical, whoever asked for them.
     distinct = {
         target: len(
             {

@@ -26,13 +26,16 @@ import itertools
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from magedit.attention import CallPlan, EarlyExit
-from magedit.graphs import CapturedStep
-from magedit.pipeline import MagEditPipeline
-from magedit.speed import build_components
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root
+
+from benchmarks.speed import build_components  # noqa: E402
+from magedit.attention import CallPlan, EarlyExit  # noqa: E402
+from magedit.graphs import CapturedStep  # noqa: E402
+from magedit.pipeline import MagEditPipeline  # noqa: E402
 
 
 def _calls(pipe: MagEditPipeline, side: int) -> dict:

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from magedit import images
-from magedit.config import EditConfig, preset
+from magedit.config import EditConfig, config_from
+from magedit.files import write_bytes, write_image
 
 METHODS: dict[str, str] = {
     "magedit-tr": "MAG-Edit, token-ratio constraint (Eq. 5)",
@@ -56,7 +57,6 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RUN_KEYS = (
     "steps",
     "resolution",
-    "seed",
     "inversion",
     "iterations",
     "model",
@@ -138,15 +138,13 @@ def method_config(
     edit_type: str,
     steps: int,
     resolution: int,
-    seed: int,
     inversion: str,
     iterations: int | None = None,
 ) -> EditConfig:
     """The settings of ``method`` for an edit of ``edit_type``: the type's preset (its tau1),
     rescaled to ``steps``, then the method's constraint (with MAX_IT = ``iterations``, default
     the paper's 15), or MAX_IT = 0 (and no latent blend for p2p)."""
-    config = preset(edit_type).with_steps(steps)
-    changes: dict[str, Any] = {"resolution": resolution, "seed": seed, "inversion": inversion}
+    changes: dict[str, Any] = {"resolution": resolution, "inversion": inversion}
     if iterations is not None and method.startswith("magedit"):
         changes["max_iter"] = iterations
     if method == "magedit-tr":
@@ -159,7 +157,7 @@ def method_config(
         changes.update(max_iter=0, blend_steps=0)  # blend_at(i) is never true with 0 steps
     else:
         _check_method_names([method])
-    return config.replace(**changes)
+    return config_from(edit_type, steps, **changes)
 
 
 def load_dataset(folder: str | os.PathLike[str]) -> list[Item]:
@@ -291,7 +289,7 @@ def make_sample(out: str | os.PathLike[str], assets: str | os.PathLike[str] | No
                 entry[key] = example[key]
         lines.append(json.dumps(entry, ensure_ascii=False))
     path = out / PROMPTS_FILE
-    _write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_bytes(path, ("\n".join(lines) + "\n").encode())
     load_dataset(out)  # the sample must be a valid dataset
     return path
 
@@ -329,19 +327,13 @@ def process_state(device: str | None = None) -> tuple[int, int, Any]:
     return int(os.environ.get("RANK", "0")), world, None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    from magedit.cli import write_bytes  # one atomic writer for the whole tool
-
-    write_bytes(path, data)
-
-
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Write rows as CSV (columns ``FIELDS``) atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(path, buffer.getvalue().encode())
+    write_bytes(path, buffer.getvalue().encode())
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -516,7 +508,7 @@ def contact_sheet(items: Sequence[Item], methods: Sequence[str], out: Path) -> l
         path = out / ("contact_sheet.png" if number == 1 else f"contact_sheet-{number}.png")
         buffer = io.BytesIO()
         sheet.save(buffer, format="PNG")
-        _write_atomic(path, buffer.getvalue())
+        write_bytes(path, buffer.getvalue())
         pages.append(path)
     return pages
 
@@ -542,6 +534,19 @@ def composite_band(shape: tuple[int, ...]) -> int:
     return max(2, round(0.01 * max(shape[:2])))
 
 
+def _prepare(pipe, item: Item, config: EditConfig):
+    """The item's edit under ``config``, checked (``MagEditPipeline.prepare``)."""
+    return pipe.prepare(
+        item.image,
+        item.source,
+        item.target,
+        item.mask,
+        list(item.words) or None,
+        negative_word=item.negative_word,
+        config=config,
+    )
+
+
 def run_bench(
     dataset: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -551,7 +556,6 @@ def run_bench(
     metrics,
     steps: int,
     resolution: int,
-    seed: int = 0,
     inversion: str = "null_text",
     iterations: int | None = None,
     model: str = "",
@@ -572,10 +576,9 @@ def run_bench(
     """
     from tqdm import tqdm
 
-    from magedit import prompts
-    from magedit.cli import write_image
     from magedit.evaluate import attention_in_mask, size_bucket, target_phrase
-    from magedit.pipeline import EditResult, Region
+    from magedit.pipeline import EditResult
+    from magedit.prompts import STOPWORDS
 
     log = log or (lambda text: print(text, file=sys.stderr))
     methods = _check_method_names(methods)
@@ -585,10 +588,10 @@ def run_bench(
     if rank is None or world is None:
         rank, world = (state.process_index, state.num_processes) if state else (0, 1)
     mine = shard(items, rank, world)
+    settings = (steps, resolution, inversion, iterations)  # method_config's, after the type
     run = {
         "steps": str(steps),
         "resolution": str(resolution),
-        "seed": str(seed),
         "inversion": inversion,
         "iterations": "preset" if iterations is None else str(iterations),
         "model": model or pipe.model_id,
@@ -616,31 +619,19 @@ def run_bench(
     rows = [finished[k] for k in finished if k[0] in {i.id for i in mine}]
     todo = [(i, m) for i in mine for m in methods if (i.id, m) not in finished]
 
-    # 2. Check every edit of the shard before any inversion: words, masks, prompts.
-    phrases: dict[str, str] = {}  # images are read again when edited: a shard may be large
+    # 2. Check every edit of the shard before any inversion, so a bad item stops the run
+    #    before hours of work rather than in the middle. The prepared edits hold the images and
+    #    a shard may be large: each is prepared again when its turn comes.
+    phrases: dict[str, str] = {}
     for item in mine:
         if all((item.id, m) in finished for m in methods):
             continue
         where = f"{item.id} (prompts.jsonl line {item.line})"
         try:
-            image = images.load_image(item.image)
-            mask = images.load_mask(item.mask, size=image.shape[:2])
             for method in methods:
-                config = method_config(
-                    method, item.type, steps, resolution, seed, inversion, iterations
-                )
-                pipe.check_edit(
-                    image.shape[:2],
-                    item.source,
-                    item.target,
-                    [Region(mask=mask, words=list(item.words) or None)],
-                    item.negative_word,
-                    None,
-                    config,
-                )
-            words = list(item.words) or prompts.edit_words(pipe.tokenizer, item.source, item.target)
+                prepared = _prepare(pipe, item, method_config(method, item.type, *settings))
             phrase = item.phrase or target_phrase(
-                item.target, words, prompts.STOPWORDS, noun=item.type != "object"
+                item.target, prepared.words[0], STOPWORDS, noun=item.type != "object"
             )
         except ValueError as error:
             raise ValueError(f"item {where}: {error}") from None
@@ -664,24 +655,14 @@ def run_bench(
             todo_here = [m for m in methods if (item.id, m) not in finished]
             if not todo_here:
                 continue
-            image = images.load_image(item.image)
-            mask = images.load_mask(item.mask, size=image.shape[:2])
             phrase = phrases[item.id]
             for method in todo_here:
                 bar.set_postfix_str(f"{item.id} {method}")
-                config = method_config(
-                    method, item.type, steps, resolution, seed, inversion, iterations
-                )
-                inverted = pipe.invert(image, item.source, config=config)
+                config = method_config(method, item.type, *settings)
+                prepared = _prepare(pipe, item, config)
+                image, mask = prepared.original, prepared.mask
                 in_mask, ratio, result = [], math.nan, None
-                for event in pipe.edit(
-                    inverted,
-                    item.target,
-                    mask=mask,
-                    words=list(item.words) or None,
-                    negative_word=item.negative_word,
-                    config=config,
-                ):
+                for event in pipe.edit(prepared, pipe.invert(prepared)):
                     if isinstance(event, EditResult):
                         result = event
                     elif event.phase == "denoise":
@@ -749,6 +730,6 @@ def finish(out: Path, items: Sequence[Item], methods: Sequence[str]) -> list[Pat
     """Merge the part files into results.csv, write table.md and the contact sheet(s)."""
     out = Path(out)
     rows = merge_results(out, items)
-    _write_atomic(out / "table.md", markdown_table(rows).encode())
+    write_bytes(out / "table.md", markdown_table(rows).encode())
     sheets = contact_sheet(list(items), list(methods), out)
     return [out / "results.csv", out / "table.md", *sheets]

@@ -15,49 +15,37 @@ functions, so ``magedit --help`` answers at once. Bad input ends in one line
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import math
-import os
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from magedit import __version__
 from magedit.config import (
     CONSTRAINTS,
+    DEFAULT_SAM_MODEL,
     INVERSION_METHODS,
     PRESETS,
+    SAM_MODEL_TYPES,
     SD14_MODEL,
     EditConfig,
-    default_model,
+    config_from,
 )
+from magedit.errors import is_out_of_memory, one_line
+from magedit.files import IMAGE_FORMATS, write_bytes, write_image
+from magedit.loading import DTYPES, load_pipeline, load_segmenter, quiet_libraries
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from magedit.pipeline import MagEditPipeline
-    from magedit.segment import MaskCandidate, Segmenter
+    from magedit.segment import MaskCandidate
 
 PROG = "magedit"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Output formats by extension. WebP is written lossless so that, as with PNG, the pixels outside
-# the mask stay the original's; JPEG cannot promise that.
-IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-SAVE_OPTIONS: dict[str, dict[str, Any]] = {
-    "PNG": {},
-    "JPEG": {"quality": 95},
-    "WEBP": {"lossless": True},
-}
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-# segment.MODEL_TYPES and segment.DEFAULT_MODEL_TYPE (not imported here: segment imports torch).
-SAM_MODELS = ("vit_b", "vit_l", "vit_h")
-DEFAULT_SAM_MODEL = "vit_b"
 # The EditConfig field each tuning flag sets (``--steps`` is applied apart, through with_steps).
 FLAG_OF_FIELD = {
     "max_iter": "--iterations",
@@ -74,7 +62,6 @@ FLAG_OF_FIELD = {
     "attention_res": "--attention-res",
     "null_inner_steps": "--null-steps",
     "resolution": "--resolution",
-    "seed": "--seed",
     "reference": "--reference",
     "early_stop": "--early-stop",
     "channels_last": "--channels-last",
@@ -110,11 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_edit(commands)
     _add_segment(commands)
     _add_bench(commands)
-    commands.add_parser(
-        "speed",
-        add_help=False,
-        help="speed and memory benchmark on random weights (JSON lines; `magedit speed --help`)",
-    )
     return parser
 
 
@@ -288,7 +270,6 @@ def _add_edit(commands) -> None:
         metavar="PX",
         help="long side of the processing size (multiple of 64)",
     )
-    tune.add_argument("--seed", type=int, metavar="N", help="seed of every random choice")
     tune.add_argument(
         "--reference",
         action="store_true",
@@ -451,7 +432,6 @@ def _add_bench(commands) -> None:
         metavar="N",
         help="MAX_IT of the magedit methods (default: the paper's 15)",
     )
-    bench.add_argument("--seed", type=int, default=0, metavar="N", help="seed of every edit")
     bench.add_argument(
         "--inversion",
         choices=INVERSION_METHODS,
@@ -521,7 +501,7 @@ def _add_clicks(group) -> None:
 def _add_sam_model(group, checkpoint_group=None) -> None:
     group.add_argument(
         "--sam-model",
-        choices=SAM_MODELS,
+        choices=SAM_MODEL_TYPES,
         default=DEFAULT_SAM_MODEL,
         help=f"Segment Anything model (default: {DEFAULT_SAM_MODEL})",
     )
@@ -558,10 +538,6 @@ def _box(text: str) -> tuple[float, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``magedit`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["speed"]:
-        from magedit import speed  # its own parser: the benchmark's flags and --help
-
-        return speed.main(argv[1:])
     parser = build_parser()
     try:
         try:
@@ -575,8 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, OSError, FloatingPointError) as error:
         return _fail(error)
     except RuntimeError as error:
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(error, torch.cuda.OutOfMemoryError):
+        if is_out_of_memory(error):
             print(
                 f"{PROG}: error: out of GPU memory; lower --resolution or use --dtype float16",
                 file=sys.stderr,
@@ -586,12 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(error: BaseException | str) -> int:
-    print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)
+    print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -602,8 +573,8 @@ def run_edit(args: argparse.Namespace) -> int:
     """``magedit edit``: check every input, load the model, invert, edit, write the outputs."""
     from tqdm import tqdm
 
-    from magedit import images, prompts
-    from magedit.pipeline import EditResult, Region
+    from magedit import images
+    from magedit.pipeline import EditResult
 
     start = time.perf_counter()
     # 1. Check inputs that need no model: paths, numbers, image and mask.
@@ -640,7 +611,7 @@ def run_edit(args: argparse.Namespace) -> int:
         mask = images.load_mask(_input_path(args.mask, "--mask"), size=image.shape[:2])
     else:
         points, labels = _check_clicks(args, image.shape[:2])
-        _quiet_libraries()
+        quiet_libraries()
         candidates = segment_image(args, image, points, labels, args.dtype)
         chosen = candidates[args.candidate - 1]
         mask = chosen.mask
@@ -660,24 +631,22 @@ def run_edit(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    # 2. Load the model (cached per process) and check the prompts and words with its tokenizer.
-    _quiet_libraries()
+    # 2. Load the model (cached per process); check the prompts, words and mask with it, once,
+    #    before the (possibly long) inversion.
+    quiet_libraries()
     load_start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
     load_seconds = time.perf_counter() - load_start
-    # Prompts, words and mask are checked now, not after a possibly long inversion.
-    source = prompts.check_prompt(pipe.tokenizer, args.source, what="source prompt")
-    target = prompts.check_prompt(pipe.tokenizer, args.target, what="target prompt")
-    (checked,) = pipe.check_edit(
-        image.shape[:2],
-        source,
-        target,
-        [Region(mask=mask, words=args.words)],
-        args.negative_word,
-        args.negative_prompt,
-        config,
+    prepared = pipe.prepare(
+        image,
+        args.source,
+        args.target,
+        mask,
+        args.words,
+        negative_word=args.negative_word,
+        negative_prompt=args.negative_prompt,
+        config=config,
     )
-    words = checked.words
     if args.tiny:
         print(
             f"{PROG}: warning: --tiny uses random, untrained weights; the output is noise",
@@ -688,19 +657,11 @@ def run_edit(args: argparse.Namespace) -> int:
     bar = functools.partial(tqdm, file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
     inversion_start = time.perf_counter()
     with _LazyBar(bar, desc=f"inversion ({config.inversion})", unit="step") as inversion_bar:
-        inversion = pipe.invert(image, source, config=config, progress=inversion_bar.update_to)
+        inversion = pipe.invert(prepared, progress=inversion_bar.update_to)
     inversion_seconds = time.perf_counter() - inversion_start
     result = None
     denoise: list[dict[str, float]] = []
-    events = pipe.edit(
-        inversion,
-        target,
-        mask=mask,
-        words=words,
-        negative_word=args.negative_word,
-        negative_prompt=args.negative_prompt,
-        config=config,
-    )
+    events = pipe.edit(prepared, inversion)
     with bar(total=config.steps, desc="edit", unit="step") as edit_bar:
         for item in events:
             if isinstance(item, EditResult):
@@ -755,6 +716,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """``magedit bench``: write a sample dataset, or check a dataset, load the models (once per
     process), run this process's shard, merge on the main process."""
     from magedit import bench
+    from magedit.loading import load_metrics
 
     # 1. Check inputs that need no model: the dataset, the methods, the numbers.
     if args.make_sample:
@@ -775,20 +737,10 @@ def run_bench(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else (4 if args.tiny else 50)
     resolution = args.resolution if args.resolution is not None else (128 if args.tiny else 512)
     try:
-        bench.method_config(
-            "magedit-tr", items[0].type, steps, resolution, args.seed, "ddim", args.iterations
-        )
+        bench.method_config("magedit-tr", items[0].type, steps, resolution, "ddim", args.iterations)
     except ValueError as error:
-        message = str(error)
-        for name, flag in (
-            ("steps", "--steps"),
-            ("resolution", "--resolution"),
-            ("seed", "--seed"),
-            ("max_iter", "--iterations"),
-        ):
-            if message.startswith(f"{name} "):
-                message = flag + message[len(name) :]
-        raise ValueError(message) from None
+        flags = {"steps": "--steps", "resolution": "--resolution", "max_iter": "--iterations"}
+        raise ValueError(_flag_message(str(error), flags)) from None
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{args.out}' is a file; give a folder")
@@ -796,7 +748,7 @@ def run_bench(args: argparse.Namespace) -> int:
     # 2. Models: this process's device under accelerate, loaded once.
     rank, world, state = bench.process_state(args.device)
     device = args.device or (str(state.device) if state is not None else None)
-    _quiet_libraries()
+    quiet_libraries()
     pipe = load_pipeline(args.model, device, args.dtype, args.tiny)
     metrics = load_metrics(args.clip_model, args.dino_model, str(pipe.device), args.tiny)
     if args.tiny and rank == 0:
@@ -814,7 +766,6 @@ def run_bench(args: argparse.Namespace) -> int:
         metrics=metrics,
         steps=steps,
         resolution=resolution,
-        seed=args.seed,
         inversion=args.inversion,
         iterations=args.iterations,
         model=pipe.model_id,
@@ -825,28 +776,6 @@ def run_bench(args: argparse.Namespace) -> int:
     for path in summary.outputs:
         print(path)
     return EXIT_OK
-
-
-@functools.lru_cache(maxsize=2)
-def load_metrics(clip: str | None, dino: str | None, device: str, tiny: bool):
-    """CLIP and DINO for ``magedit bench``, once per process for these settings; a load failure
-    names the way out."""
-    from magedit.evaluate import CLIP_MODEL, DINO_MODEL, Metrics
-
-    if tiny:
-        return Metrics.tiny(device)
-    names = (clip or CLIP_MODEL, dino or DINO_MODEL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Metrics.from_pretrained(*names, device=device)
-    except (OSError, ValueError) as error:
-        reason = _one_line(str(error))[:200]
-        raise ValueError(
-            f"cannot load the metric models {names[0]} / {names[1]} ({reason}); without network "
-            "they must already be in the Hugging Face cache: pass --clip-model/--dino-model "
-            "/local/folder, or --tiny to try the benchmark offline with random weights"
-        ) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -947,123 +876,27 @@ def segment_image(
     return candidates
 
 
-@functools.lru_cache(maxsize=2)
-def load_segmenter(
-    model_type: str, checkpoint: str | None, device: str | None, dtype: str, tiny: bool
-) -> Segmenter:
-    """Build Segment Anything once per process for these settings.
-
-    Raises FileNotFoundError / ValueError with the way out (``--sam-checkpoint`` or ``--tiny``)
-    when the checkpoint cannot be found or downloaded.
-    """
-    import torch
-
-    from magedit.segment import Segmenter
-
-    torch_device = _torch_device(device)
-    if tiny:
-        return Segmenter.tiny(device=torch_device)
-    torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
-    return Segmenter.from_pretrained(model_type, checkpoint, device=torch_device, dtype=torch_dtype)
-
-
 # ----------------------------------------------------------------------------------------------
 # Configuration
 
 
 def build_config(args: argparse.Namespace) -> EditConfig:
-    """The preset (or the defaults), rescaled to ``--steps``, with the flags given applied.
-
-    Flags left out (None) keep the preset's values. Errors name the flag, not the field.
-    """
+    """The preset (or the defaults), rescaled to ``--steps``, with the flags given applied
+    (``config.config_from``). Flags left out (None) keep the preset's values. Errors name the
+    flag, not the field."""
     try:
-        config = PRESETS[args.preset] if args.preset else EditConfig()
-        if args.steps is not None:
-            config = config.with_steps(args.steps)
-        changes = {
-            name: getattr(args, name)
-            for name in FLAG_OF_FIELD
-            if name != "steps" and getattr(args, name, None) is not None
-        }
-        return config.replace(**changes)
+        fields = {name: getattr(args, name, None) for name in FLAG_OF_FIELD if name != "steps"}
+        return config_from(args.preset, args.steps, **fields)
     except ValueError as error:
-        message = str(error)
-        for name, flag in FLAG_OF_FIELD.items():
-            if message.startswith(f"{name} "):
-                message = flag + message[len(name) :]
-                break
-        raise ValueError(message) from None
+        raise ValueError(_flag_message(str(error), FLAG_OF_FIELD)) from None
 
 
-@functools.lru_cache(maxsize=2)
-def load_pipeline(model: str | None, device: str | None, dtype: str, tiny: bool) -> MagEditPipeline:
-    """Build the pipeline once per process for these settings (tests and repeated calls share it).
-
-    Raises ValueError with the way out (``--tiny`` or ``--model /local/folder``) when the weights
-    cannot be loaded, e.g. offline with nothing in the Hugging Face cache.
-    """
-    import torch
-
-    from magedit.pipeline import MagEditPipeline, default_dtype
-
-    torch_device = _torch_device(device)
-    torch_dtype = default_dtype(torch_device) if dtype == "auto" else getattr(torch, dtype)
-    if tiny:
-        return MagEditPipeline.tiny(device=torch_device, dtype=torch_dtype)
-    name = model or default_model()
-    if name.startswith(("/", "./", "../", "~")):
-        path = Path(name).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"--model: no folder '{name}'; pass a diffusers SD v1.x model folder, or --tiny "
-                "to try the tool offline with random weights"
-            )
-        name = str(path)
-    try:
-        with warnings.catch_warnings():
-            # Library deprecation notices are not the user's to act on; stderr stays one line.
-            warnings.simplefilter("ignore")
-            return MagEditPipeline.from_pretrained(name, device=torch_device, dtype=torch_dtype)
-    except (OSError, ValueError) as error:
-        # huggingface_hub's errors (offline, not cached, no such repo) are OSErrors; a malformed
-        # repo id is a ValueError.
-        reason = _one_line(str(error))
-        if len(reason) > 200:
-            reason = reason[:197] + "..."
-        raise ValueError(
-            f"cannot load the model '{name}' ({reason}); without network it must already be in "
-            "the Hugging Face cache: pass --model /local/folder (a diffusers SD v1.x folder), "
-            "or --tiny to try the tool offline with random weights"
-        ) from None
-
-
-def _quiet_libraries() -> None:
-    """Keep the libraries' info/warning logs off the terminal: transformers' "Token indices
-    sequence length is longer than..." (our own check reports it better) and huggingface_hub's
-    retry notices when the Hub cannot be reached (the load error below names the way out)."""
-    from diffusers.utils import logging as diffusers_logging
-    from huggingface_hub.utils import logging as hub_logging
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    diffusers_logging.set_verbosity_error()
-    hub_logging.set_verbosity_error()
-
-
-def _torch_device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"--device '{name}' is not a torch device; use cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    return device
+def _flag_message(message: str, flags: dict[str, str]) -> str:
+    """A config error ("max_iter must be ...") with the field named by its flag."""
+    for name, flag in flags.items():
+        if message.startswith(f"{name} "):
+            return flag + message[len(name) :]
+    return message
 
 
 def _input_path(name: str, flag: str) -> Path:
@@ -1109,42 +942,6 @@ class _LazyBar:
 # Outputs
 
 
-def write_image(path: Path, image: np.ndarray) -> None:
-    """Write an HWC uint8 image atomically; the format follows the extension."""
-    from PIL import Image
-
-    fmt = IMAGE_FORMATS[path.suffix.lower()]
-    write_atomic(path, lambda f: Image.fromarray(image).save(f, format=fmt, **SAVE_OPTIONS[fmt]))
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    write_atomic(path, lambda f: f.write(data))
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temp file in the same folder, then ``os.replace`` it onto ``path``: a crash
-    or Ctrl-C leaves either the old file or the new one, never half of one. Creates the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _log_record(
     args, pipe, result, denoise, timings, out: Path, raw: Path | None, segmented: dict | None
 ) -> dict:
@@ -1162,7 +959,6 @@ def _log_record(
         "dtype": str(pipe.dtype).removeprefix("torch."),
         "preset": args.preset,
         "config": result.config.to_dict(),
-        "seed": result.seed,
         "source_prompt": result.source_prompt,
         "target_prompt": result.target_prompt,
         "words": result.words,

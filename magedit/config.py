@@ -21,6 +21,10 @@ INVERSION_METHODS: tuple[str, ...] = ("null_text", "direct", "ddim")
 PAPER_STEPS = 50
 # The paper's model (section 5.1). MAGEDIT_MODEL names another Hub id or a local folder.
 SD14_MODEL = "CompVis/stable-diffusion-v1-4"
+# Segment Anything's models (Meta's checkpoints), here so the interfaces list them without
+# importing torch. vit_b (91M parameters) is the fastest per photo and close to vit_h on clicks.
+SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
+DEFAULT_SAM_MODEL = "vit_b"
 
 
 def default_model() -> str:
@@ -68,8 +72,6 @@ class EditConfig:
     # Long side of the processing size in pixels (the paper works at 512; sides are multiples of
     # 64 and the aspect ratio is kept). Smaller is faster and coarser.
     resolution: int = 512
-    # Seed of every random choice of an edit (recorded with each result).
-    seed: int = 0
     # Run Algorithm 1 literally (reconstruction forward every iteration, full UNet forward).
     # Slower; kept so tests and benchmarks can prove the fast path gives the same numbers.
     reference: bool = False
@@ -148,8 +150,6 @@ class EditConfig:
             )
         if self.attention_res is not None and self.attention_res < 1:
             raise ValueError(f"attention_res must be positive, got {self.attention_res}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     # The schedule, as predicates on the 0-based denoising step index i (i = 0 is t = T).
     def cross_inject_at(self, i: int) -> bool:
@@ -210,3 +210,21 @@ def preset(name: str, **overrides: Any) -> EditConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)
+
+
+def config_from(name: str | None = None, steps: int | None = None, **fields: Any) -> EditConfig:
+    """Settings as the interfaces give them -> an EditConfig: the one way the page, the command
+    line and the benchmark build one.
+
+    The preset ``name`` (None: the paper's defaults), rescaled to ``steps`` denoising steps when
+    given (its taus scaled, ``EditConfig.with_steps``), then every field of ``fields`` that is not
+    None. Raises ValueError naming the field ("max_iter must be ...") or the preset.
+    """
+    config = EditConfig() if name is None else preset(name)
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise ValueError(f"steps must be an integer, got {steps!r}")
+        if not 1 <= steps <= 1000:
+            raise ValueError(f"steps must be between 1 and 1000, got {steps}")
+        config = config.with_steps(steps)
+    return config.replace(**{key: value for key, value in fields.items() if value is not None})

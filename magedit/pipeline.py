@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ import torch
 from magedit import images, prompts
 from magedit.attention import CallPlan, EarlyExit, install
 from magedit.config import EditConfig, default_model
+from magedit.errors import InputError, blame
 from magedit.graphs import CapturedGradient, CapturedStep
 from magedit.guidance import (
     Gradient,
@@ -40,6 +42,10 @@ from magedit.losses import constraint_loss, in_mask_ratio, multi_region_loss, wi
 from magedit.preview import latents_to_rgb, normalize_map
 from magedit.tokenizer import thread_safe
 
+# Regions of one edit (Eq. 9). Each adds its terms to every MAG iteration's loss; the paper shows
+# two or three, and a bound keeps one request's work bounded on a public page.
+MAX_REGIONS = 8
+
 
 @dataclass
 class Region:
@@ -53,6 +59,21 @@ class Region:
     mask: Any
     words: Sequence[str] | None = None
     weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        # Checked once, here: the mask is read into a non-empty bool array (any size; ``prepare``
+        # fits it to the photo), the words become a list (None: picked from the prompts).
+        self.mask = images.load_mask(self.mask)
+        if isinstance(self.words, str):  # one word given bare, not its characters
+            self.words = [self.words]
+        given = [w for w in self.words or () if not (isinstance(w, str) and not w.strip())]
+        self.words = given or None
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValueError(f"a region's weight must be a number, got {weight!r}")
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"a region's weight is {weight}; give a number above 0")
+        self.weight = float(weight)
 
 
 @dataclass
@@ -85,7 +106,6 @@ class EditResult:
     composited: np.ndarray
     mask: np.ndarray
     config: EditConfig
-    seed: int
     source_prompt: str
     target_prompt: str
     words: list[list[str]]
@@ -97,16 +117,51 @@ class EditResult:
     inversion_cached: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreparedRegion:
-    """An edit region checked and ready: its words, their token positions, and its masks."""
+    """An edit region checked and ready: its words, their token positions, and its masks (on
+    the CPU; the edit moves them to its device)."""
 
     words: list[str]
-    positions: list[list[int]]
+    positions: list[list[int]]  # target-prompt token positions of each word
     weight: float
-    mask: np.ndarray  # bool, original size
-    latent_mask: torch.Tensor  # (1, 1, h, w)
-    attention_mask: torch.Tensor  # (N,) at the loss resolution
+    mask: np.ndarray  # (H, W) bool at the photo's size
+    latent_mask: torch.Tensor  # (1, 1, h, w) 0/1 at latent size: where MAG may update z*_t
+    attention_mask: torch.Tensor  # (N,) 0/1 at the loss's attention resolution, N = ah * aw
+
+
+@dataclass(frozen=True)
+class PreparedEdit:
+    """One edit, checked once by :meth:`MagEditPipeline.prepare` and ready to run:
+    ``invert(prepared)`` then ``edit(prepared, inversion)`` check nothing again.
+
+    Holds no model state and no GPU memory (prepare runs on the CPU, safe beside a running
+    edit), so it can be made while another edit runs and kept as long as needed.
+    """
+
+    original: np.ndarray  # (H, W, 3) uint8, the photo at its own size
+    image: np.ndarray  # (h, w, 3) uint8 at processing size (long side config.resolution)
+    image_key: str  # images.image_hash(original): the inversion cache's key for the photo
+    source_prompt: str  # stripped, checked
+    target_prompt: str
+    regions: tuple[PreparedRegion, ...]
+    negative_word: str | None
+    negative_prompt: str | None  # the prompt the negative word's attention is read under
+    negative_positions: list[int] | None
+    mapper: torch.Tensor  # (77,) prompt-to-prompt "refine" alignment, target -> source position
+    alphas: torch.Tensor  # (77,) 0 at the target's new tokens, else 1
+    level: int  # the UNet level whose cross-attention the loss reads
+    config: EditConfig
+    model_id: str  # the pipeline that prepared it (its tokenizer and levels)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool: the union of the regions' masks, what the edit may change."""
+        return np.any([r.mask for r in self.regions], axis=0)
+
+    @property
+    def words(self) -> list[list[str]]:
+        return [list(r.words) for r in self.regions]
 
 
 @dataclass
@@ -115,7 +170,7 @@ class _Plan:
 
     config: EditConfig
     schedule: DDIMSchedule
-    regions: list[PreparedRegion]
+    regions: list[PreparedRegion]  # masks on the pipeline's device
     update_mask: torch.Tensor
     blend_mask: torch.Tensor
     source_emb: torch.Tensor
@@ -153,10 +208,14 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 
 class MagEditPipeline:
-    """MAG-Edit on a Stable Diffusion v1.x model.
+    """MAG-Edit on a Stable Diffusion v1.x model: ``prepare`` checks an edit, ``invert`` brings
+    its photo to z_T (cached), ``edit`` runs it step by step.
 
-    Not re-entrant: one invert/edit runs at a time per pipeline (the attention processors share
-    state); run one pipeline per GPU worker.
+    ``prepare`` may run in any thread at any time. ``invert`` and ``edit`` are not re-entrant:
+    one runs at a time per pipeline (the attention processors share state); run one pipeline per
+    GPU worker. On the ``meta`` device (shapes only, no arithmetic) an edit makes every UNet call
+    it would make and reads no value (no losses, previews or NaN checks): the speed benchmark
+    counts FLOPs this way.
     """
 
     def __init__(
@@ -301,37 +360,40 @@ class MagEditPipeline:
     def invert(
         self,
         image: Any,
-        source_prompt: str,
+        source_prompt: str | None = None,
         method: str | None = None,
         *,
         config: EditConfig | None = None,
         progress=None,
     ) -> Inversion:
-        """Invert a real image under ``source_prompt``; cached by (image, prompt, method, steps,
-        guidance, model). ``progress(done, total)`` is called after each inversion step."""
-        config = config or EditConfig()
-        method = method or config.inversion
-        if method not in ("null_text", "direct", "ddim"):
-            raise ValueError(
-                f"inversion method {method!r} is unknown; use null_text, direct or ddim"
+        """Invert a real image under its source prompt; cached by (image, prompt, method, steps,
+        guidance, resolution, model).
+
+        ``image`` is a :class:`PreparedEdit` (its photo, source prompt and config, checked
+        already) or a photo (anything ``images.load_image`` reads) with ``source_prompt``, both
+        checked here. ``progress(done, total)`` is called after each inversion step.
+        """
+        if isinstance(image, PreparedEdit):
+            if source_prompt is not None or method is not None or config is not None:
+                raise ValueError(
+                    "a PreparedEdit carries its own prompt and settings; pass it alone"
+                )
+            prepared = image
+            original, processed, key_hash = prepared.original, prepared.image, prepared.image_key
+            source_prompt, config = prepared.source_prompt, prepared.config
+        else:
+            config = config or EditConfig()
+            if method is not None:
+                config = config.replace(inversion=method)
+            source_prompt = prompts.check_prompt(
+                self.tokenizer, source_prompt, what="source prompt"
             )
-        source_prompt = prompts.check_prompt(self.tokenizer, source_prompt, what="source prompt")
-        original = images.load_image(image)
-        size = images.processing_size(*original.shape[:2], long_side=config.resolution)
-        processed = images.resize_image(original, size)
-        key = (
-            images.image_hash(original),
-            source_prompt,
-            method,
-            config.steps,
-            config.guidance_scale,
-            config.resolution,
-            (config.null_inner_steps, config.null_lr, config.null_epsilon)
-            if method == "null_text"
-            else None,
-            self.model_id,
-            str(self.dtype),
-        )
+            original = images.load_image(image)
+            size = images.processing_size(*original.shape[:2], long_side=config.resolution)
+            processed = images.resize_image(original, size)
+            key_hash = images.image_hash(original)
+        method = config.inversion
+        key = self._inversion_key(key_hash, source_prompt, config)
         cached = self.cache.get(key)
         if cached is not None:
             return dataclasses.replace(cached, cached=True)
@@ -380,131 +442,192 @@ class MagEditPipeline:
             key=key,
             seconds=time.perf_counter() - start,
         )
+        # Only a finished, finite inversion is shared: a failed or diverged run never is.
+        finite = self.device.type == "meta" or (
+            torch.isfinite(trajectory).all() and torch.isfinite(uncond).all()
+        )
+        if not finite:
+            raise FloatingPointError(
+                f"the {method.replace('_', '-')} inversion became NaN or infinite; try the direct "
+                "inversion, fewer steps, or float32 (--dtype float32)"
+            )
         self.cache.put(inversion)
         return inversion
 
-    # ------------------------------------------------------------------ editing
-    def check_edit(
+    def inversion_key(self, prepared: PreparedEdit) -> tuple:
+        """The key of a prepared edit's inversion (the cache's key; ``edit`` checks the inversion
+        it is given against it)."""
+        return self._inversion_key(prepared.image_key, prepared.source_prompt, prepared.config)
+
+    def _inversion_key(self, image_key: str, source_prompt: str, config: EditConfig) -> tuple:
+        """What an inversion depends on: photo, source prompt, inversion settings, model."""
+        method = config.inversion
+        return (
+            image_key,
+            source_prompt,
+            method,
+            config.steps,
+            config.guidance_scale,
+            config.resolution,
+            (config.null_inner_steps, config.null_lr, config.null_epsilon)
+            if method == "null_text"
+            else None,
+            self.model_id,
+            str(self.dtype),
+        )
+
+    # ------------------------------------------------------------------ checking
+    def prepare(
         self,
-        image_size: tuple[int, int],
+        image: Any,
         source_prompt: str,
         target_prompt: str,
-        regions: Sequence[Region],
+        mask: Any = None,
+        words: Sequence[str] | str | None = None,
+        *,
+        regions: Sequence[Region] | None = None,
         negative_word: str | None = None,
         negative_prompt: str | None = None,
         config: EditConfig | None = None,
-    ) -> list[PreparedRegion]:
-        """Check an edit's prompts, words and masks before any UNet work (no inversion needed).
+    ) -> PreparedEdit:
+        """Check an edit once, before any model work, and return it ready to run.
 
-        ``image_size`` is the original image's (H, W). Raises ``ValueError`` naming the fix;
-        returns the regions with their masks at latent and attention size.
+        ``image``: the photo (anything ``images.load_image`` reads). Give either ``mask`` (and
+        optionally ``words``) or ``regions`` (Eq. 9, each with its mask, words and weight). A
+        region's words None are the words the target adds, less those given to other regions.
+        ``negative_word`` (Eq. 7) must be in ``negative_prompt`` (default: the source prompt).
+
+        Raises ``errors.InputError`` (a ValueError) naming the input at fault, the value and the
+        fix. Runs on the CPU only (the tokenizer and the masks): safe to call from any thread
+        while an edit runs.
         """
+        # 1. Settings, regions, photo.
         config = config or EditConfig()
-        tok = self.tokenizer
-        source = prompts.check_prompt(tok, source_prompt, what="source prompt")
-        target = prompts.check_prompt(tok, target_prompt, what="target prompt")
-        if not regions:
-            raise ValueError("no edit region given; give a mask of the region to edit")
-        h, w = images.processing_size(*image_size, long_side=config.resolution)
-        lh, lw = h // 8, w // 8
-        level = self._loss_level(config, (lh, lw))
-        ah, aw = lh >> level, lw >> level
-        guided = config.max_iter > 0 and config.cross_inject_at(0)
-        prepared = []
-        for region in regions:
-            mask = images.load_mask(region.mask, size=image_size)
-            images.check_mask_coverage(mask)
-            attention_mask = images.mask_to_latent(mask, (ah, aw), device=self.device)
-            if attention_mask.sum() == 0:
-                raise ValueError(
-                    f"the mask is too small: it vanishes at the {ah}x{aw} attention resolution; "
-                    "paint a larger region (at least about 1/16 of the image side across)"
+        if regions is None:
+            if mask is None:
+                raise InputError(
+                    "mask", "no mask given; mark the region to edit (mask=... or regions=[...])", 1
                 )
-            words, positions = prompts.edit_word_positions(
-                tok, source, target, region.words, guided=guided
+            with blame("mask", 1):
+                regions = [Region(mask=mask, words=words)]
+        elif mask is not None or words is not None:
+            raise ValueError("give either mask= (and words=) or regions=, not both")
+        if not regions:
+            raise InputError("mask", "no edit region given; give a mask of the region to edit", 1)
+        if len(regions) > MAX_REGIONS:
+            raise InputError(
+                "mask", f"{len(regions)} regions were given; edit at most {MAX_REGIONS} in one run"
             )
+        for region in regions:
+            if not isinstance(region, Region):
+                raise ValueError(f"a region must be a Region, got {type(region).__name__}")
+        with blame("image"):
+            original = images.load_image(image)
+        h, w = images.processing_size(*original.shape[:2], long_side=config.resolution)
+        lh, lw = h // 8, w // 8
+        with blame("settings"):
+            level = self._loss_level(config, (lh, lw))
+        ah, aw = lh >> level, lw >> level
+
+        # 2. The text: prompts, each region's words, the negative word (Eq. 7).
+        guided = config.max_iter > 0 and config.cross_inject_at(0)
+        text = prompts.check_edit_text(
+            self.tokenizer,
+            source_prompt,
+            target_prompt,
+            [region.words for region in regions],
+            negative_word,
+            negative_prompt,
+            guided=guided,
+        )
+
+        # 3. Each region's mask at the photo's size, the latent's and the loss's.
+        prepared = []
+        for number, region in enumerate(regions, 1):
+            with blame("mask", number):
+                region_mask = images.load_mask(region.mask, size=original.shape[:2])
+                images.check_mask_coverage(region_mask)
+                attention_mask = images.mask_to_latent(region_mask, (ah, aw))
+                if attention_mask.sum() == 0:
+                    raise ValueError(
+                        f"the mask is too small: it vanishes at the {aw}x{ah} attention "
+                        "resolution; mark a larger region (at least about 1/16 of the image side "
+                        "across)"
+                    )
             prepared.append(
                 PreparedRegion(
-                    words=words,
-                    positions=positions,
-                    weight=float(region.weight),
-                    mask=mask,
-                    latent_mask=images.mask_to_latent(mask, (lh, lw), device=self.device),
+                    words=text.words[number - 1],
+                    positions=text.positions[number - 1],
+                    weight=region.weight,
+                    mask=region_mask,
+                    latent_mask=images.mask_to_latent(region_mask, (lh, lw)),
                     attention_mask=attention_mask.flatten(),
                 )
             )
-        if negative_word:
-            negative_prompt = prompts.check_prompt(
-                tok, negative_prompt or source, what="negative prompt"
-            )
-            prompts.require_word(tok, negative_prompt, negative_word, what="negative prompt")
-        return prepared
-
-    def _prepare(
-        self,
-        inversion: Inversion,
-        target_prompt: str,
-        regions: Sequence[Region],
-        negative_word: str | None,
-        negative_prompt: str | None,
-        config: EditConfig,
-    ) -> _Plan:
-        # 1. Check inputs: settings agree with the inversion, prompts, words, masks.
-        if config.resolution != max(inversion.image.shape[:2]):
-            raise ValueError(
-                f"the inversion was made at resolution {max(inversion.image.shape[:2])} but the "
-                f"edit asks for {config.resolution}; invert the image again at that resolution"
-            )
-        if config.steps != inversion.steps:
-            raise ValueError(
-                f"the inversion was made with {inversion.steps} steps but the edit asks for "
-                f"{config.steps}; invert the image again with the same number of steps"
-            )
-        tok = self.tokenizer
-        source = inversion.source_prompt
-        target = prompts.check_prompt(tok, target_prompt, what="target prompt")
-        prepared = self.check_edit(
-            inversion.original.shape[:2],
-            source,
-            target,
-            regions,
-            negative_word,
-            negative_prompt,
-            config,
+        return PreparedEdit(
+            original=original,
+            image=images.resize_image(original, (h, w)),
+            image_key=images.image_hash(original),
+            source_prompt=text.source,
+            target_prompt=text.target,
+            regions=tuple(prepared),
+            negative_word=text.negative_word,
+            negative_prompt=text.negative_prompt,
+            negative_positions=text.negative_positions,
+            mapper=text.mapper,
+            alphas=text.alphas,
+            level=level,
+            config=config,
+            model_id=self.model_id,
         )
-        level = self._loss_level(config, tuple(inversion.trajectory.shape[-2:]))
-        # Eq. 9: the update is restricted to the union of the masks.
-        update_mask = torch.stack([r.latent_mask for r in prepared]).amax(0)
-        negative_emb = negative_positions = negative_mask = None
-        if negative_word:
-            negative_prompt = prompts.check_prompt(
-                tok, negative_prompt or source, what="negative prompt"
-            )
-            negative_positions = prompts.require_word(
-                tok, negative_prompt, negative_word, what="negative prompt"
-            )
-            negative_emb = self.encode_prompt(negative_prompt)
-            negative_mask = torch.stack([r.attention_mask for r in prepared]).amax(0)
 
-        # 2. Text embeddings (once per edit) and the token alignment for injection.
-        mapper, alphas = prompts.refinement_mapper(tok, source, target)
-        self.controller.mapper = mapper.to(self.device)
-        self.controller.alphas = alphas.to(self.device)
+    def _plan(self, prepared: PreparedEdit, inversion: Inversion) -> _Plan:
+        """What one run of ``prepared`` needs on the device: embeddings, masks, the alignment."""
+        config = prepared.config
+        if prepared.model_id != self.model_id:
+            raise ValueError(
+                f"the edit was prepared by the pipeline of {prepared.model_id!r}, not this one "
+                f"({self.model_id!r}); prepare it with this pipeline"
+            )
+        if inversion.key != self.inversion_key(prepared):
+            raise ValueError(
+                "the inversion is of another photo, source prompt or inversion setting (method, "
+                "steps, guidance, resolution, model) than the edit; invert the prepared edit: "
+                "invert(prepared)"
+            )
+        device = self.device
+        regions = [
+            dataclasses.replace(
+                r,
+                latent_mask=r.latent_mask.to(device),
+                attention_mask=r.attention_mask.to(device),
+            )
+            for r in prepared.regions
+        ]
+        # Eq. 9: the update is restricted to the union of the masks.
+        update_mask = torch.stack([r.latent_mask for r in regions]).amax(0)
+        negative_emb = negative_mask = None
+        if prepared.negative_word:
+            negative_emb = self.encode_prompt(prepared.negative_prompt)
+            negative_mask = torch.stack([r.attention_mask for r in regions]).amax(0)
+        self.controller.mapper = prepared.mapper.to(device)
+        self.controller.alphas = prepared.alphas.to(device)
+        level = prepared.level
         return _Plan(
             config=config,
             schedule=DDIMSchedule(config.steps),
-            regions=prepared,
+            regions=regions,
             update_mask=update_mask,
             blend_mask=dilate(update_mask, 3),
-            source_emb=self.encode_prompt(source),
-            target_emb=self.encode_prompt(target),
+            source_emb=self.encode_prompt(prepared.source_prompt),
+            target_emb=self.encode_prompt(prepared.target_prompt),
             negative_emb=negative_emb,
-            negative_positions=negative_positions,
+            negative_positions=prepared.negative_positions,
             negative_mask=negative_mask,
             level=level,
             loss_layers=self.controller.cross_layers_at(level),
             stop_after=None if config.reference else self.controller.last_layer_at(level),
-            t_now=torch.zeros(1, dtype=torch.long, device=self.device),
+            t_now=torch.zeros(1, dtype=torch.long, device=device),
         )
 
     def _loss_level(self, config: EditConfig, latent_size: tuple[int, int]) -> int:
@@ -598,15 +721,37 @@ class MagEditPipeline:
         """
         config = plan.config
         if config.reference:
-            return objective_gradient(self._objective(plan, i, t, z_source))
-        plan.t_now.fill_(t)
-        key = (config.cross_inject_at(i), config.self_inject_at(i))
-        if key not in plan.gradients:
-            objective = self._objective(plan, i, plan.t_now, z_source)
-            plan.gradients[key] = CapturedGradient(objective, z_source, self._graphs(config))
+            gradient = objective_gradient(self._objective(plan, i, t, z_source))
         else:
-            plan.gradients[key].step.verify_next()  # a new timestep and new recorded maps
-        return plan.gradients[key]
+            plan.t_now.fill_(t)
+            key = (config.cross_inject_at(i), config.self_inject_at(i))
+            if key not in plan.gradients:
+                objective = self._objective(plan, i, plan.t_now, z_source)
+                plan.gradients[key] = CapturedGradient(objective, z_source, self._graphs(config))
+            else:
+                plan.gradients[key].step.verify_next()  # a new timestep and new recorded maps
+            gradient = plan.gradients[key]
+        if self.device.type == "meta":  # shapes only: guide() reads no loss value
+            zero = torch.zeros(())
+            return lambda z: (zero, zero, gradient(z)[2])
+        return gradient
+
+    def mag_objective(self, prepared: PreparedEdit, inversion: Inversion, step: int = 0):
+        """The MAG loss (Eq. 7/9) of denoising step ``step`` (0-based) as a function of z*_t:
+        ``objective(z) -> (loss, in-mask ratio)``, with that step's injections; on the fast path
+        the reconstruction branch's maps of the step are recorded first, as an edit does once
+        per step. A hook for benchmarks (FLOPs of one MAG iteration) and tests; edits never call
+        it. The returned function reads the attention processors' state: call it before the
+        next invert or edit."""
+        plan = self._plan(prepared, inversion)
+        config = plan.config
+        self._configure(config)
+        t = int(plan.schedule.timesteps[step])
+        z_source = inversion.trajectory[config.steps - step].to(self.device)
+        if not config.reference:
+            uncond = inversion.uncond[step : step + 1].to(self.device)
+            self._reconstruct(inversion, plan, step, t, z_source, uncond)
+        return self._objective(plan, step, t, z_source)
 
     def _graphs(self, config: EditConfig) -> bool:
         """Whether CUDA graphs are used: asked for, on a GPU, on the fast path, uncompiled."""
@@ -618,6 +763,8 @@ class MagEditPipeline:
         )
 
     def _check_finite(self, z: torch.Tensor, step: int, what: str) -> None:
+        if self.device.type == "meta":  # shapes only
+            return
         if not torch.isfinite(z).all():
             raise FloatingPointError(
                 f"the {what} latents became NaN or infinite at step {step}; lower the granularity "
@@ -625,37 +772,23 @@ class MagEditPipeline:
             )
 
     def edit(
-        self,
-        inversion: Inversion,
-        target_prompt: str,
-        mask: Any = None,
-        words: Sequence[str] | None = None,
-        *,
-        regions: Sequence[Region] | None = None,
-        negative_word: str | None = None,
-        negative_prompt: str | None = None,
-        config: EditConfig | None = None,
+        self, prepared: PreparedEdit, inversion: Inversion | None = None
     ) -> Iterator[EditEvent | EditResult]:
-        """Edit an inverted image. A generator: :class:`EditEvent`s, then one :class:`EditResult`.
+        """Run a prepared edit. A generator: :class:`EditEvent`s, then one :class:`EditResult`.
 
-        Give either ``mask`` (+ optional ``words``) or ``regions``. Inputs are checked here, when
-        ``edit`` is called, before any UNet work: bad input raises ``ValueError`` at once.
+        ``inversion`` is ``invert(prepared)``'s result (None: inverted here, or taken from the
+        cache, without progress reports). Nothing is checked again: ``prepare`` did it.
         """
-        config = config or EditConfig()
-        if regions is None:
-            if mask is None:
-                raise ValueError(
-                    "no mask given; pass mask=... (the region to edit) or regions=[...]"
-                )
-            regions = [Region(mask=mask, words=words)]
-        elif mask is not None:
-            raise ValueError("give either mask= or regions=, not both")
-        plan = self._prepare(
-            inversion, target_prompt, regions, negative_word, negative_prompt, config
-        )
-        return self._run(inversion, plan, target_prompt, negative_word)
+        if not isinstance(prepared, PreparedEdit):
+            raise ValueError(
+                f"edit() runs a PreparedEdit, got {type(prepared).__name__}; make one with "
+                "pipe.prepare(image, source_prompt, target_prompt, mask=...)"
+            )
+        if inversion is None:
+            inversion = self.invert(prepared)
+        return self._run(prepared, inversion, self._plan(prepared, inversion))
 
-    def _run(self, inversion, plan: _Plan, target_prompt, negative_word):
+    def _run(self, prepared: PreparedEdit, inversion: Inversion, plan: _Plan):
         config = plan.config
         schedule = plan.schedule
         self._configure(config)
@@ -735,18 +868,17 @@ class MagEditPipeline:
         decode_start = time.perf_counter()
         decoded = self.decode_latents(z_edit)
         image = images.tensor_to_image(decoded[0])
-        union = np.any([r.mask for r in plan.regions], axis=0)
+        union = prepared.mask
         composited = images.composite(inversion.original, image, union)
         yield EditResult(
             image=image,
             composited=composited,
             mask=union,
             config=config,
-            seed=config.seed,
-            source_prompt=inversion.source_prompt,
-            target_prompt=target_prompt,
-            words=[r.words for r in plan.regions],
-            negative_word=negative_word,
+            source_prompt=prepared.source_prompt,
+            target_prompt=prepared.target_prompt,
+            words=prepared.words,
+            negative_word=prepared.negative_word,
             timings={
                 "inversion": inversion.seconds,
                 "editing": edit_seconds,
@@ -865,6 +997,8 @@ class MagEditPipeline:
     @torch.no_grad()
     def _denoise_event(self, plan: _Plan, maps, z_edit, i: int, start: float) -> EditEvent:
         config = plan.config
+        if self.device.type == "meta":  # shapes only: no values to report
+            return EditEvent(phase="denoise", step=i + 1, total=config.steps)
         ratios, losses = [], []
         for region in plan.regions:
             ratios.append(
@@ -894,21 +1028,3 @@ class MagEditPipeline:
             attention=normalize_map(heat.reshape(ah, aw).float().cpu().numpy()),
             elapsed=time.perf_counter() - start,
         )
-
-    def run(
-        self,
-        image: Any,
-        source_prompt: str,
-        target_prompt: str,
-        mask: Any = None,
-        words: Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> EditResult:
-        """Invert (or reuse the cached inversion) and edit; return the final result."""
-        config = kwargs.pop("config", None) or EditConfig()
-        inversion = self.invert(image, source_prompt, config=config)
-        result = None
-        for item in self.edit(inversion, target_prompt, mask, words, config=config, **kwargs):
-            if isinstance(item, EditResult):
-                result = item
-        return result

@@ -16,10 +16,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from magedit.errors import InputError, blame
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -28,6 +31,10 @@ MAX_TOKENS = 77  # CLIP text encoder positions: BOS + 75 prompt tokens + EOS
 # Longer text is refused before tokenizing (which takes seconds for a megabyte): 75 tokens of at
 # most 32 bytes each, with a space between, fit in 2500 characters.
 MAX_PROMPT_CHARS = 4000
+# Edit words of one region. Each word's maps are read in every MAG iteration; a sentence of at
+# most 75 tokens has no use for more, and a bound keeps a request's work bounded (10,000 copies
+# of one word once made an edit take a minute instead of a second).
+MAX_EDIT_WORDS = 16
 # How much of a prompt an error message quotes.
 _QUOTE_CHARS = 80
 
@@ -47,7 +54,7 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
     return list(tokenizer.encode(prompt))
 
 
-def _quoted(text: str, limit: int = _QUOTE_CHARS) -> str:
+def quoted(text: str, limit: int = _QUOTE_CHARS) -> str:
     """`text` for an error message: whitespace runs as one space, cut to `limit` characters."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -65,7 +72,7 @@ def check_prompt(
     """
     if not isinstance(prompt, str):
         raise ValueError(
-            f"the {what} must be text, got {type(prompt).__name__} {_quoted(repr(prompt))}; "
+            f"the {what} must be text, got {type(prompt).__name__} {quoted(repr(prompt))}; "
             "pass a sentence such as 'a photo of a green sofa'"
         )
     text = prompt.strip()
@@ -87,7 +94,7 @@ def check_prompt(
     n_tokens = len(token_ids(tokenizer, text))
     if n_tokens > MAX_TOKENS:
         raise ValueError(
-            f"the {what} '{_quoted(text)}' has {n_tokens} tokens counting the start and end "
+            f"the {what} '{quoted(text)}' has {n_tokens} tokens counting the start and end "
             f"tokens, but CLIP reads at most {MAX_TOKENS}; shorten it"
         )
     return text
@@ -192,12 +199,17 @@ def word_token_indices(tokenizer: PreTrainedTokenizerBase, prompt: str, word: st
 
 
 def require_word(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, word: str, *, what: str = "target prompt"
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    word: str,
+    *,
+    what: str = "target prompt",
+    kind: str = "edit word",
 ) -> list[int]:
     """`word_token_indices`, raising ValueError (with the fix) when `word` has no token in it.
 
     The message says whether the word is absent, appears only inside other words, or lies past
-    CLIP's 77-token limit.
+    CLIP's 77-token limit; `what` names the prompt and `kind` the word ("negative word").
     """
     positions = word_token_indices(tokenizer, prompt, word)
     if positions:
@@ -206,8 +218,8 @@ def require_word(
     text = unicodedata.normalize("NFC", prompt)
     if _word_pattern(core).search(text):
         raise ValueError(
-            f"edit word '{_quoted(core)}' lies past CLIP's {MAX_TOKENS}-token limit in the {what} "
-            f"'{_quoted(prompt)}'; shorten the prompt or put the word earlier"
+            f"{kind} '{quoted(core)}' lies past CLIP's {MAX_TOKENS}-token limit in the {what} "
+            f"'{quoted(prompt)}'; shorten the prompt or put the word earlier"
         )
     inside = _word_pattern(core, whole=False).search(text)
     if inside:
@@ -217,12 +229,12 @@ def require_word(
         while end < len(text) and re.match(_ALNUM, text[end]):
             end += 1
         raise ValueError(
-            f"edit word '{_quoted(core)}' appears only inside another word "
-            f"('{_quoted(text[start:end])}') in the {what} '{_quoted(prompt)}'; type a word that "
+            f"{kind} '{quoted(core)}' appears only inside another word "
+            f"('{quoted(text[start:end])}') in the {what} '{quoted(prompt)}'; type a word that "
             "appears on its own in it"
         )
     raise ValueError(
-        f"edit word '{_quoted(core)}' is not in the {what} '{_quoted(prompt)}'; type a word that "
+        f"{kind} '{quoted(core)}' is not in the {what} '{quoted(prompt)}'; type a word that "
         "appears in it"
     )
 
@@ -286,7 +298,7 @@ def refinement_mapper(
     for what, prompt, ids in (("source", source, source_ids), ("target", target, target_ids)):
         if len(ids) > max_len:
             raise ValueError(
-                f"the {what} prompt '{_quoted(prompt)}' has {len(ids)} tokens, more than the "
+                f"the {what} prompt '{quoted(prompt)}' has {len(ids)} tokens, more than the "
                 f"{max_len} positions of the alignment; shorten it"
             )
     n_target = len(target_ids)
@@ -395,8 +407,8 @@ def edit_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> 
     words = content or symbols or words
     if not words:
         raise ValueError(
-            f"the target prompt '{_quoted(target)}' adds no new word to the source prompt "
-            f"'{_quoted(source)}'; change the words that describe the edit"
+            f"the target prompt '{quoted(target)}' adds no new word to the source prompt "
+            f"'{quoted(source)}'; change the words that describe the edit"
         )
     return words
 
@@ -423,15 +435,156 @@ def edit_word_positions(
     # reaches `_normalize_word`, which says so.
     given = [w for w in (words or []) if not (isinstance(w, str) and not w.strip())]
     chosen = given or edit_words(tokenizer, source, target)
+    if len(chosen) > MAX_EDIT_WORDS:
+        what = "were given" if given else "are new in the target prompt"
+        raise ValueError(
+            f"{len(chosen)} edit words {what}; give at most {MAX_EDIT_WORDS}, the words of the "
+            "target prompt that describe the change"
+        )
+    seen: set[str] = set()
+    for word in chosen:
+        key = _normalize_word(word).lower()
+        if key in seen:
+            raise ValueError(f"the edit word '{quoted(key)}' is given twice; give each word once")
+        seen.add(key)
     new = set(new_token_positions(tokenizer, source, target)) if guided else set()
     positions = []
     for word in chosen:
         found = require_word(tokenizer, target, word, what="target prompt")
         if guided and not new.intersection(found):
             raise ValueError(
-                f"edit word '{_quoted(word)}' is in both prompts, so its attention is copied from "
+                f"edit word '{quoted(word)}' is in both prompts, so its attention is copied from "
                 "the photo and guidance cannot change it; choose a word that is new in the "
                 "target prompt"
             )
         positions.append(found)
     return chosen, positions
+
+
+def replaced_words(tokenizer: PreTrainedTokenizerBase, source: str, target: str) -> list[str]:
+    """The content words of `source` whose tokens the target dropped ("a red sofa" -> "a green
+    sofa" gives ["red"]): the usual negative word (Eq. 7). Lowercased, in source order, each
+    once; function words (`STOPWORDS`) are left out."""
+    source_text = unicodedata.normalize("NFC", source)
+    n_source = len(token_ids(tokenizer, source_text))
+    mapper, alphas = refinement_mapper(tokenizer, source_text, target)
+    n_target = len(token_ids(tokenizer, target))
+    kept = {int(p) for p, a in zip(mapper[:n_target], alphas[:n_target], strict=True) if a > 0}
+    spans = _token_spans(tokenizer, source_text)
+    words: list[str] = []
+    for position in range(1, n_source - 1):
+        if position in kept:
+            continue
+        start, end = spans[position]
+        while start > 0 and not source_text[start - 1].isspace():
+            start -= 1
+        while end < len(source_text) and not source_text[end].isspace():
+            end += 1
+        word = _OUTER_PUNCTUATION.sub("", source_text[start:end]).lower()
+        if word and re.search(_ALNUM, word) and word not in STOPWORDS and word not in words:
+            words.append(word)
+    return words
+
+
+@dataclass(frozen=True)
+class EditText:
+    """The text of an edit, checked: what ``check_edit_text`` returns."""
+
+    source: str  # stripped
+    target: str
+    words: list[list[str]]  # per region, its edit words
+    positions: list[list[list[int]]]  # per region, per word, its target-prompt token positions
+    negative_word: str | None
+    negative_prompt: str | None  # the prompt the negative word is read under (None without one)
+    negative_positions: list[int] | None
+    mapper: torch.Tensor  # (77,) int64, refinement_mapper's
+    alphas: torch.Tensor  # (77,) float32
+
+
+def check_edit_text(
+    tokenizer: PreTrainedTokenizerBase,
+    source: str,
+    target: str,
+    words: Sequence[Sequence[str] | str | None] = (None,),
+    negative_word: str | None = None,
+    negative_prompt: str | None = None,
+    *,
+    guided: bool = True,
+) -> EditText:
+    """Check the text of an edit once: both prompts, each region's edit words, the negative word.
+
+    ``words`` holds one entry per region: its words, or None for the words the target adds that
+    no other region was given. No two regions may share a word. ``negative_word`` (Eq. 7) must be
+    in ``negative_prompt`` (default: the source prompt). ``guided``: MAG runs while
+    cross-attention is injected, so every edit word must hold a token that is new in the target.
+
+    Raises ``errors.InputError`` naming the input at fault ("source_prompt", "target_prompt",
+    "words" with its 1-based region, "negative_word", "negative_prompt").
+    """
+    with blame("source_prompt"):
+        source = check_prompt(tokenizer, source, what="source prompt")
+    with blame("target_prompt"):
+        target = check_prompt(tokenizer, target, what="target prompt")
+    given = [
+        [words_of] if isinstance(words_of, str) else list(words_of or ()) for words_of in words
+    ]
+    owner: dict[str, int] = {}
+    for region, chosen in enumerate(given, 1):
+        for word in chosen:
+            with blame("words", region):
+                key = _normalize_word(word).lower()
+            if owner.setdefault(key, region) != region:
+                raise InputError(
+                    "words",
+                    f"the edit word '{quoted(key)}' is given to regions {owner[key]} and {region}; "
+                    "give each region its own words of the target prompt",
+                    region,
+                )
+    chosen_words, positions = [], []
+    for region, chosen in enumerate(given, 1):
+        chosen = [w for w in chosen if not (isinstance(w, str) and not w.strip())]
+        if not chosen:
+            with blame("target_prompt"):  # the prompts say what changes, or fail to
+                chosen = [w for w in edit_words(tokenizer, source, target) if w not in owner]
+            if not chosen:
+                raise InputError(
+                    "words",
+                    f"the target prompt adds no word for region {region} besides the other "
+                    f"regions' words; type region {region}'s edit words",
+                    region,
+                )
+        with blame("words", region):
+            found = edit_word_positions(tokenizer, source, target, chosen, guided=guided)
+        chosen_words.append(found[0])
+        positions.append(found[1])
+    negative_word = (negative_word or "").strip() or None
+    negative_positions = None
+    if negative_word:
+        what = "negative prompt" if negative_prompt else "source prompt"
+        if negative_prompt:
+            with blame("negative_prompt"):
+                negative_prompt = check_prompt(tokenizer, negative_prompt, what=what)
+        else:
+            negative_prompt = source  # checked above
+        with blame("negative_word"):
+            negative_positions = require_word(
+                tokenizer, negative_prompt, negative_word, what=what, kind="negative word"
+            )
+    elif negative_prompt:
+        raise InputError(
+            "negative_word", "a negative prompt needs a negative word (the word it holds)"
+        )
+    else:
+        negative_prompt = None
+    mapper, alphas = refinement_mapper(tokenizer, source, target)
+    return EditText(
+        source=source,
+        target=target,
+        words=chosen_words,
+        positions=positions,
+        negative_word=negative_word,
+        negative_prompt=negative_prompt,
+        negative_positions=negative_positions,
+        mapper=mapper,
+        alphas=alphas,
+    )

@@ -54,7 +54,6 @@ def edit_kwargs(**changes) -> dict:
         "steps": 6,
         "guidance": 7.5,
         "inversion": "direct",
-        "seed": 0,
         "resolution": 256,
     }
     kwargs.update(changes)
@@ -168,11 +167,6 @@ def test_edit_words_are_suggested_from_the_prompts(get_pipe):
     assert "source prompt" in app.check_inputs(get_pipe, SOURCE, TARGET, "", "green", 1)
 
 
-def test_random_seed_is_a_valid_seed():
-    seeds = {app.random_seed() for _ in range(20)}
-    assert len(seeds) > 1 and all(app.check_number("seed", seed) == seed for seed in seeds)
-
-
 def test_parse_words():
     assert app.parse_words(" green, ice cream ,") == ["green", "ice cream"]
     assert app.parse_words("green  velvet") == ["green", "velvet"]
@@ -180,20 +174,18 @@ def test_parse_words():
 
 
 def test_config_from_the_controls():
-    config = app.build_config("object", 5, 3.0, 20, 6.0, "ddim", 7, 384)
+    config = app.build_config("object", 5, 3.0, 20, 6.0, "ddim", 384)
     assert config.constraint == "spatial_ratio" and config.tau1 == 16  # 40 of 50 -> 16 of 20
     assert (config.max_iter, config.scale, config.guidance_scale) == (5, 3.0, 6.0)
-    assert (config.inversion, config.seed, config.resolution, config.steps) == ("ddim", 7, 384, 20)
-    with pytest.raises(ValueError, match="seed"):
-        app.build_config("color", 5, 3.0, 20, 6.0, "ddim", None, 384)
+    assert (config.inversion, config.resolution, config.steps) == ("ddim", 384, 20)
+    with pytest.raises(ValueError, match="steps"):
+        app.build_config("color", 5, 3.0, None, 6.0, "ddim", 384)
 
 
 def test_edit_streams_and_saves_the_result(get_pipe, tmp_path):
     updates = [
         named(u)
-        for u in app.run_edit(
-            get_pipe, tmp_path, app.TIME_LIMIT, **edit_kwargs(words="green", seed=3)
-        )
+        for u in app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **edit_kwargs(words="green"))
     ]
     streamed = updates[1:-1]
     assert any("Step 6/6" in u["status"] for u in streamed if isinstance(u["status"], str))
@@ -209,10 +201,10 @@ def test_edit_streams_and_saves_the_result(get_pipe, tmp_path):
     assert np.array_equal(before, photo()) and after.shape == (H, W, 3)
     assert np.array_equal(after[:, :20], photo()[:, :20])  # far outside the mask: untouched
     path = Path(final["download"])
-    assert path.parent == tmp_path and path.is_file() and path.name.startswith("magedit-")
+    assert path.parent.parent == tmp_path and path.is_file() and path.name.startswith("green-")
     assert np.array_equal(np.asarray(Image.open(path)), after)
     settings = final["settings"]
-    assert settings["seed"] == 3 and settings["edit words"] == ["green"]
+    assert settings["edit words"] == ["green"]
     assert settings["config"]["steps"] == 6 and settings["inversion"] == "direct"
     assert "Done" in final["status"]
 
@@ -221,7 +213,7 @@ def test_edit_streams_and_saves_the_result(get_pipe, tmp_path):
     assert "Reused the cached inversion" in again[-1]["status"]
     assert again[-1]["settings"]["inversion"] == "reused the cached inversion"
     assert again[-1]["settings"]["edit words"] == ["green"]  # picked from the prompts
-    assert len(list(tmp_path.glob("magedit-*.png"))) == 2
+    assert len(list(tmp_path.rglob("*.png"))) == 2
 
 
 @pytest.mark.parametrize(
@@ -479,11 +471,11 @@ def test_the_brush_refines_the_clicked_mask(
     clicks = click(get_seg, photo_path, session, (100, 150))[1]
     received = []
 
-    def check_edit(size, source, target, regions, *args):
+    def prepare(image, source, target, *args, regions, **kwargs):
         received.append(regions[0].mask)
         raise ValueError("stop before inverting")
 
-    monkeypatch.setattr(get_pipe(), "check_edit", check_edit)
+    monkeypatch.setattr(get_pipe(), "prepare", prepare)
 
     def edit(editor, **changes):
         kwargs = edit_kwargs(
@@ -549,7 +541,7 @@ def test_segment_api_writes_the_best_mask(get_seg, photo_path, tmp_path, seg):
     path, score = app.segment_api(get_seg, tmp_path, photo_path, [list(OBJECT)], [1])
     best = seg.predict(photo(), points=[OBJECT], labels=[1])[0]
     written = np.asarray(Image.open(path))
-    assert Path(path).parent == tmp_path and Path(path).name.startswith("magedit-mask-")
+    assert Path(path).parent.parent == tmp_path and Path(path).name.startswith("mask-")
     assert written.shape == (H, W) and np.array_equal(written > 0, best.mask)
     assert score == pytest.approx(best.score)
     # Two points, labels default to 1.
@@ -604,9 +596,9 @@ def test_the_page_wires_clicks_outside_the_queue(get_pipe, get_seg, tmp_path):
 
 
 def test_main_reports_a_sam_checkpoint_that_cannot_load(capsys, tmp_path, monkeypatch, tiny_pipe):
-    import magedit.cli
+    import magedit.loading
 
-    monkeypatch.setattr(magedit.cli, "load_pipeline", lambda *args: tiny_pipe)
+    monkeypatch.setattr(magedit.loading, "load_pipeline", lambda *args: tiny_pipe)
     with pytest.raises(SystemExit) as done:
         app.main(["--sam-checkpoint", str(tmp_path / "sam.pth"), "--port", "0"])
     assert done.value.code == 2
@@ -638,9 +630,6 @@ def run(get_pipe, out, time_limit=app.TIME_LIMIT, **changes) -> list[dict]:
         ({"guidance": float("inf")}, "guidance scale is inf; give a number from 1 to 15"),
         ({"granularity": None}, "granularity is empty; give a number from 0 to 10"),
         ({"granularity": -0.5}, "granularity is -0.5, out of range"),
-        ({"seed": -1}, "seed is -1, out of range; give a whole number from 0 to 2147483647"),
-        ({"seed": "7"}, "seed is '7', not a number"),
-        ({"seed": 2**31}, "seed is 2147483648, out of range"),
         ({"resolution": 300}, "resolution is 300; choose one of [256, 384, 512]"),
         ({"resolution": float("nan")}, "resolution is nan"),
         ({"inversion": "magic"}, "unknown inversion 'magic'"),
@@ -670,7 +659,7 @@ def test_check_number_returns_ints_for_integer_controls():
         app.check_number("steps", 20.0), int
     )
     assert app.check_number("granularity", np.float32(2.5)) == 2.5
-    assert app.check_number("seed", np.int64(7)) == 7
+    assert app.check_number("steps", np.int64(7)) == 7
     for name, limits in app.RANGES.items():  # both ends of every range are accepted
         assert app.check_number(name, limits.low) == limits.low
         assert app.check_number(name, limits.high) == limits.high
@@ -712,13 +701,13 @@ def test_nan_at_step_k_stops_the_job_readably_and_the_next_job_runs(
         # (both branches, both halves of classifier-free guidance); the inversion's are smaller.
         return out * float("nan") if calls.count(4) >= 3 and latents.shape[0] == 4 else out
 
-    settings = {"inversion": "ddim", "iterations": 0, "words": "green", "seed": 11}
+    settings = {"inversion": "ddim", "iterations": 0, "words": "green"}
     _unet_double(tiny_pipe, monkeypatch, nan_from_step_3)
     with pytest.raises(gr.Error) as error:
         run(get_pipe, tmp_path, **settings)
     assert "NaN or infinite at step 3" in error.value.message
     assert "lower the granularity" in error.value.message
-    assert not list(tmp_path.glob("magedit-*.png"))
+    assert not list(tmp_path.rglob("*.png"))
     monkeypatch.undo()
     final = _finishes(get_pipe, tmp_path, **settings)
     assert np.isfinite(final["result"][1].astype(float)).all()
@@ -737,7 +726,7 @@ def test_cuda_out_of_memory_once_gives_a_hint_and_the_next_job_runs(
         return real(latents, t, emb)
 
     calls = _unet_double(tiny_pipe, monkeypatch, out_of_memory_once)
-    settings = {"inversion": "ddim", "steps": 7, "seed": 12}  # steps: not an inversion in cache
+    settings = {"inversion": "ddim", "steps": 7}  # steps: not an inversion in cache
     with pytest.raises(gr.Error) as error:
         run(get_pipe, tmp_path, **settings)
     message = error.value.message
@@ -745,7 +734,7 @@ def test_cuda_out_of_memory_once_gives_a_hint_and_the_next_job_runs(
     assert "smaller resolution" in message and "/srv/secret" not in message
     assert len(calls) == 1
     final = _finishes(get_pipe, tmp_path, **settings)  # the same double: it failed only once
-    assert len(calls) > 1 and final["settings"]["seed"] == 12
+    assert len(calls) > 1 and "Done" in final["status"]
 
 
 def test_a_slow_step_trips_the_time_limit_and_the_next_job_runs(
@@ -759,7 +748,7 @@ def test_a_slow_step_trips_the_time_limit_and_the_next_job_runs(
         return real(latents, t, emb)
 
     calls = _unet_double(tiny_pipe, monkeypatch, slow_third_call)
-    settings = {"inversion": "ddim", "steps": 9, "seed": 13}
+    settings = {"inversion": "ddim", "steps": 9}
     with pytest.raises(gr.Error) as error:
         run(get_pipe, tmp_path, time_limit=0.5, **settings)
     assert (
@@ -773,7 +762,7 @@ def test_a_slow_step_trips_the_time_limit_and_the_next_job_runs(
     # No UNet call after the step that was running (one more only if the worker had just passed
     # its check between steps when the limit passed).
     assert len(calls) <= stopped_at + 1
-    assert not list(tmp_path.glob("magedit-*.png"))
+    assert not list(tmp_path.rglob("*.png"))
     monkeypatch.undo()
     _finishes(get_pipe, tmp_path, **settings)
 
@@ -787,7 +776,7 @@ def test_the_worker_stops_at_its_next_step_once_past_the_time_limit(
 
     calls = _unet_double(tiny_pipe, monkeypatch, tick)
     with pytest.raises(gr.Error, match="ran longer than this page's limit of 0.05 s"):
-        run(get_pipe, tmp_path, time_limit=0.05, inversion="ddim", steps=30, seed=14)
+        run(get_pipe, tmp_path, time_limit=0.05, inversion="ddim", steps=30)
     assert app._PIPELINE_LOCK.acquire(timeout=60)
     app._PIPELINE_LOCK.release()
     assert len(calls) < 30  # stopped early, not at the end of the inversion and the edit
@@ -825,11 +814,13 @@ def mask_png(tmp_path, box, name="region2.png") -> str:
 def test_second_region_is_passed_to_the_engine(get_pipe, tmp_path, monkeypatch):
     received = []
 
-    def check_edit(size, source, target, regions, *args):
-        received.append(regions)
+    real = get_pipe().prepare
+
+    def prepare(*args, **kwargs):
+        received.append(real(*args, **kwargs).regions)
         raise ValueError("stop before inverting")
 
-    monkeypatch.setattr(get_pipe(), "check_edit", check_edit)
+    monkeypatch.setattr(get_pipe(), "prepare", prepare)
     table = (slice(150, 190), slice(10, 60))
     changes = {
         "source": SOURCE2,
@@ -863,11 +854,11 @@ def test_second_region_is_passed_to_the_engine(get_pipe, tmp_path, monkeypatch):
         ({"region2_mask_file": "table"}, "the second region has a mask but no edit words"),
         (
             {"region2_mask_file": "table", "region2_words": "green", "words": "green, wooden"},
-            "['green'] are edit words of both regions",
+            "the edit word 'green' is given to regions 1 and 2",
         ),
         (
             {"region2_mask_file": "table", "region2_words": "green, wooden"},
-            "adds no word for the first region besides the second region's",
+            "adds no word for region 1 besides the other regions' words",
         ),
         ({"region2_mask_file": "table", "region2_words": "blue"}, "'blue' is not in the target"),
         ({"region2_mask_file": "corner", "region2_words": "wooden"}, "vanishes at the"),
@@ -892,7 +883,6 @@ def test_a_two_region_edit_runs_and_reports_its_regions(get_pipe, tmp_path):
         region2_mask_file=mask_png(tmp_path, table),
         region2_words="wooden",
         region2_weight=0.5,
-        seed=21,
     )
     regions = final["settings"]["regions"]
     assert [r["words"] for r in regions] == [["green"], ["wooden"]]
@@ -905,17 +895,16 @@ def test_a_two_region_edit_runs_and_reports_its_regions(get_pipe, tmp_path):
 
 
 def test_results_go_to_the_session_gallery_newest_first_and_bounded(get_pipe, tmp_path):
-    first = run(get_pipe, tmp_path, seed=31)[-1]
+    first = run(get_pipe, tmp_path)[-1]
     history = first["history"]
-    assert history == [(first["download"], history[0][1])] and "seed 31" in history[0][1]
-    second = run(get_pipe, tmp_path, seed=32, history=history)[-1]
+    assert history == [(first["download"], history[0][1])]
+    second = run(get_pipe, tmp_path, history=history)[-1]
     assert [path for path, _ in second["history"]] == [second["download"], first["download"]]
-    assert "seed 32" in second["history"][0][1] and "Done" in second["status"]
-    assert "seed 32" in second["status"]
+    assert "Done" in second["status"]
     # Bounded: the oldest entries fall out.
     many = [(first["download"], f"old {i}") for i in range(app.GALLERY_SIZE)]
-    third = run(get_pipe, tmp_path, seed=33, history=many)[-1]["history"]
-    assert len(third) == app.GALLERY_SIZE and third[0][1].startswith("seed 33")
+    third = run(get_pipe, tmp_path, history=many)[-1]["history"]
+    assert len(third) == app.GALLERY_SIZE and not third[0][1].startswith("old")
     assert third[-1] == (first["download"], f"old {app.GALLERY_SIZE - 2}")
     # Shown without the files pruned since; captions hold no user text.
     Path(first["download"]).unlink()
@@ -924,7 +913,7 @@ def test_results_go_to_the_session_gallery_newest_first_and_bounded(get_pipe, tm
 
 
 def test_use_as_input_makes_the_result_the_next_photo(get_pipe, tmp_path):
-    final = run(get_pipe, tmp_path, seed=41)[-1]
+    final = run(get_pipe, tmp_path)[-1]
     photo, mask_file, region2_file, status = app.use_as_input(final["download"])
     assert photo == final["download"] and mask_file is None and region2_file is None
     assert "new photo" in status
@@ -936,7 +925,7 @@ def test_use_as_input_makes_the_result_the_next_photo(get_pipe, tmp_path):
     with pytest.raises(gr.Error, match="no result yet"):
         app.use_as_input(None)
     # The next edit of it inverts anew (another photo), and says so.
-    again = run(get_pipe, tmp_path, image=photo, seed=41)[-1]
+    again = run(get_pipe, tmp_path, image=photo)[-1]
     assert "Reused" not in again["status"] and again["settings"]["inversion"] == "direct"
 
 
@@ -960,7 +949,7 @@ def test_gpu_duration_grows_with_steps_and_iterations_and_is_capped():
     assert duration(steps="many") > 0  # unreadable: the defaults' estimate, run_edit refuses
     # Positionally, as Gradio calls it through functools.partial.
     positional = [None, None, 120.0, None, SOURCE, TARGET, "", "", "color", 15, 2.5, 50, 7.5]
-    assert app.gpu_duration(*positional, "direct", 0, 512) == base
+    assert app.gpu_duration(*positional, "direct", 512) == base
 
 
 def test_spaces_gpu_is_a_no_op_off_zero_gpu(monkeypatch):
@@ -1010,7 +999,6 @@ ELEM_IDS = {
     "magedit-region2-mask-file",
     "magedit-region2-words",
     "magedit-region2-weight",
-    "magedit-seed",
 }
 
 

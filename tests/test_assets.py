@@ -10,7 +10,6 @@ from PIL import Image
 
 from magedit import images, prompts
 from magedit.config import PRESETS
-from magedit.pipeline import Region
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
@@ -54,18 +53,19 @@ def test_example_words_are_in_the_target_prompt(example, tiny_pipe):
     if example["phrase"] is not None:
         assert example["phrase"].split() == example["words"]
         assert example["phrase"] in example["target"]
-    # The whole edit passes the engine's checks (mask size at every resolution, prompts).
-    photo = images.load_image(ASSETS / example["image"])
-    mask = images.load_mask(ASSETS / example["mask"], size=photo.shape[:2])
-    tiny_pipe.check_edit(
-        photo.shape[:2],
+    # The whole edit passes the engine's checks (mask size at every resolution, prompts), read
+    # from the files as the page and the command line read them.
+    prepared = tiny_pipe.prepare(
+        ASSETS / example["image"],
         example["source"],
         example["target"],
-        [Region(mask, example["words"])],
-        example["negative_word"],
-        None,
-        PRESETS[example["preset"]],
+        ASSETS / example["mask"],
+        example["words"],
+        negative_word=example["negative_word"],
+        config=PRESETS[example["preset"]],
     )
+    assert prepared.words == [example["words"]]
+    assert prepared.negative_word == example["negative_word"]
 
 
 def test_every_photo_has_its_source_and_licence_listed():

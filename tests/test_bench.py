@@ -11,7 +11,7 @@ import pytest
 from conftest import scene, scene_mask
 from PIL import Image
 
-from magedit import bench, cli
+from magedit import bench, cli, loading
 from magedit.bench import METHODS
 from magedit.pipeline import MagEditPipeline
 
@@ -59,7 +59,9 @@ def dataset(assets, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models():
-    return cli.load_pipeline(None, None, "auto", True), cli.load_metrics(None, None, "cpu", True)
+    return loading.load_pipeline(None, None, "auto", True), loading.load_metrics(
+        None, None, "cpu", True
+    )
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -92,19 +94,20 @@ def test_shards_split_items_without_overlap_or_loss():
 
 
 def test_method_settings():
-    tr = bench.method_config("magedit-tr", "object", 50, 512, 0, "null_text")
-    sr = bench.method_config("magedit-sr", "color", 50, 512, 0, "null_text")
-    blend = bench.method_config("p2p-blend", "color", 50, 512, 0, "null_text")
-    p2p = bench.method_config("p2p", "color", 50, 512, 0, "null_text")
+    tr = bench.method_config("magedit-tr", "object", 50, 512, "null_text")
+    sr = bench.method_config("magedit-sr", "color", 50, 512, "null_text")
+    blend = bench.method_config("p2p-blend", "color", 50, 512, "null_text")
+    p2p = bench.method_config("p2p", "color", 50, 512, "null_text")
     assert (tr.constraint, tr.tau1, tr.max_iter) == ("token_ratio", 40, 15)
     assert (sr.constraint, sr.tau1, sr.max_iter) == ("spatial_ratio", 10, 15)
     assert (blend.max_iter, blend.blend_steps) == (0, 15)
     assert (p2p.max_iter, p2p.blend_steps) == (0, 0)
     assert sum(blend.blend_at(i) for i in range(50)) == 15
     assert not any(p2p.blend_at(i) or p2p.guide_at(i) for i in range(50))
-    short = bench.method_config("magedit-tr", "color", 10, 256, 3, "ddim", iterations=2)
+    short = bench.method_config("magedit-tr", "color", 10, 256, "ddim", iterations=2)
     assert (short.steps, short.tau1, short.blend_steps, short.max_iter) == (10, 2, 3, 2)
-    assert bench.method_config("p2p", "color", 10, 256, 3, "ddim", iterations=2).max_iter == 0
+    assert (short.resolution, short.inversion) == (256, "ddim")
+    assert bench.method_config("p2p", "color", 10, 256, "ddim", iterations=2).max_iter == 0
     assert bench.parse_methods("p2p, magedit-tr") == ["p2p", "magedit-tr"]
     with pytest.raises(ValueError, match="unknown method.*'sdedit'.*magedit-tr, magedit-sr"):
         bench.parse_methods("p2p,sdedit")
@@ -185,11 +188,11 @@ def test_bench_writes_rows_table_sheet_and_resumes(dataset, tmp_path, capsys, mo
     edits: list[str] = []
     real_edit = MagEditPipeline.edit
 
-    def counting_edit(self, inversion, target, *args, **kwargs):
-        edits.append(target)
+    def counting_edit(self, prepared, *args, **kwargs):
+        edits.append(prepared.target_prompt)
         if len(edits) == 6 and interrupt:
             raise KeyboardInterrupt
-        return real_edit(self, inversion, target, *args, **kwargs)
+        return real_edit(self, prepared, *args, **kwargs)
 
     monkeypatch.setattr(MagEditPipeline, "edit", counting_edit)
 
@@ -219,7 +222,7 @@ def test_bench_writes_rows_table_sheet_and_resumes(dataset, tmp_path, capsys, mo
         assert 0.0 <= float(row["clip"]) <= 100.0
         assert math.isfinite(float(row["dino"])) and float(row["dino"]) >= 0
         assert 0.0 <= float(row["attn_in_mask"]) <= 1.0
-        assert row["steps"] == "2" and row["resolution"] == "64" and row["seed"] == "0"
+        assert row["steps"] == "2" and row["resolution"] == "64" and "seed" not in row
         assert json.loads(row["config"])["steps"] == 2
         assert float(row["edit_s"]) > 0 and float(row["metrics_s"]) > 0
     by = {(r["item"], r["method"]): r for r in rows}
@@ -271,8 +274,10 @@ def test_bench_writes_rows_table_sheet_and_resumes(dataset, tmp_path, capsys, mo
     assert set(edits) == {"a photo of a tartan rug"}
 
     # 6. Other settings in the same folder are refused rather than mixed in.
-    code, _, err = run(capsys, *argv[:-1], "--seed", "1", "--quiet")
-    assert code == 2 and "holds results made with other settings (seed 0 not 1)" in err
+    code, _, err = run(capsys, *argv[:-1], "--iterations", "2", "--quiet")
+    assert code == 2 and "holds results made with other settings (iterations 1 not 2)" in err
+    code, _, err = run(capsys, *argv, "--seed", "1")
+    assert code == 2 and "unrecognized arguments: --seed 1" in err  # no seed: nothing is random
 
 
 def test_shards_run_apart_and_merge(dataset, tmp_path, models):

@@ -95,7 +95,7 @@ def test_edit_writes_the_composite_the_raw_edit_and_the_log(files, tmp_path, cap
     record = json.loads(log.read_text())
     config = EditConfig.from_dict(record["config"])
     assert config.max_iter == 1 and config.steps == 6 and config.resolution == 256
-    assert config.inversion == "direct" and record["seed"] == config.seed == 0
+    assert config.inversion == "direct" and "seed" not in record
     assert record["source_prompt"] == SOURCE and record["target_prompt"] == TARGET
     assert record["words"] == [["green"]] and record["tiny"] is True
     guided = [i for i in range(config.steps) if config.guide_at(i)]
@@ -142,8 +142,8 @@ def test_build_config_precedence():
     assert parse("--preset", "object").tau1 == round(40 * 6 / 50)
     assert parse("--steps", "10", "--tau2", "2").tau2 == 2
     assert parse("--steps", "10").tau2 == 5
-    assert parse("--scale", "4", "--seed", "7", "--reference").replace(
-        scale=2.5, seed=0, reference=False
+    assert parse("--scale", "4", "--reference").replace(
+        scale=2.5, reference=False
     ) == base.with_steps(10).with_steps(6)
     assert parse().cuda_graphs is True
     assert parse("--no-cuda-graphs") == base.replace(cuda_graphs=False)
@@ -162,7 +162,18 @@ BAD = {
     "not a number": ({}, ["--scale", "big"], "argument --scale: invalid float value"),
     "not finite": ({}, ["--guidance", "nan"], "--guidance must be a finite number, got nan"),
     "negative prompt alone": ({}, ["--negative-prompt", "a sofa"], "needs --negative-word"),
-    "negative word absent": ({}, ["--negative-word", "chair"], "not in the negative prompt"),
+    "negative word absent": (
+        {},
+        ["--negative-word", "chair"],
+        "negative word 'chair' is not in the source prompt",
+    ),
+    "negative word not in its prompt": (
+        {},
+        ["--negative-word", "red", "--negative-prompt", "a sofa"],
+        "negative word 'red' is not in the negative prompt 'a sofa'",
+    ),
+    "word twice": ({}, ["--words", "green", "green"], "edit word 'green' is given twice"),
+    "no seed any more": ({}, ["--seed", "3"], "unrecognized arguments: --seed 3"),
     "raw over out": ({}, ["--raw", "{out}"], "--raw and --out name the same file"),
     "bad device": ({}, ["--device", "toaster"], "is not a torch device"),
 }
@@ -217,6 +228,8 @@ def test_ctrl_c_exits_130_with_one_line(files, tmp_path, capsys, monkeypatch):
 
 
 def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    from magedit import files
+
     path = tmp_path / "out.png"
     path.write_bytes(b"old")
 
@@ -225,9 +238,9 @@ def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        cli.write_atomic(path, half_then_interrupt)
+        files.write_atomic(path, half_then_interrupt)
     assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
-    cli.write_image(path, scene(64, 64))
+    files.write_image(path, scene(64, 64))
     assert np.array_equal(np.asarray(Image.open(path)), scene(64, 64))
 
 
@@ -367,7 +380,16 @@ def test_segment_help_lists_the_prompts(capsys):
     text = capsys.readouterr().out
     for flag in ("--point X,Y", "--negative X,Y", "--box X0,Y0,X1,Y1", "--candidate N", "--tiny"):
         assert flag in text
-    from magedit import segment
+    # The models offered are Segment Anything's, from the one list the library keeps.
+    import inspect
 
-    assert cli.SAM_MODELS == segment.MODEL_TYPES
-    assert cli.DEFAULT_SAM_MODEL == segment.DEFAULT_MODEL_TYPE
+    from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES
+    from magedit.segment import Segmenter
+
+    assert all(name in text for name in SAM_MODEL_TYPES)
+    args = cli.build_parser().parse_args(["segment", "--image", "p.png", "--out", "m.png"])
+    assert args.sam_model == DEFAULT_SAM_MODEL == "vit_b"
+    default = inspect.signature(Segmenter.from_pretrained).parameters["model_type"].default
+    assert default == DEFAULT_SAM_MODEL
+    with pytest.raises(cli.UsageError, match=r"choose from 'vit_b', 'vit_l', 'vit_h'"):
+        cli.build_parser().parse_args(["segment", "--sam-model", "vit_x"])

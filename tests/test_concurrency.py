@@ -20,10 +20,12 @@ CHECKED = [
 
 
 class Checkers:
-    """Threads that check prompts as the page does on every keystroke, until stopped."""
+    """Threads that check prompts as the page does on every keystroke, until stopped; given a
+    pipeline, they also prepare whole edits with it (``prepare`` runs beside a running edit)."""
 
-    def __init__(self, tokenizer, count: int = 2):
+    def __init__(self, tokenizer, count: int = 2, pipe=None):
         self.tokenizer = tokenizer
+        self.pipe = pipe
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.rounds = 0
@@ -35,6 +37,8 @@ class Checkers:
                 for source, target in CHECKED:
                     prompts.check_prompt(self.tokenizer, target)
                     prompts.edit_word_positions(self.tokenizer, source, target)
+                    if self.pipe is not None:
+                        self.pipe.prepare(scene(), source, target, scene_mask(), negative_word="a")
                     self.rounds += 1
         except BaseException as error:  # reported by the test
             self.errors.append(error)
@@ -77,8 +81,9 @@ def test_prompt_checks_in_threads_do_not_change_encodings(tiny_pipe):
 
 
 def test_edit_beside_prompt_checks_equals_edit_alone(tiny_pipe):
-    # An edit whose prompts are encoded while other threads check prompts gives the same latents
-    # bit for bit, and the inversion it caches is the one a quiet run makes.
+    # An edit whose prompts are encoded while other threads check prompts and prepare edits
+    # (with the same pipeline) gives the same latents bit for bit, and the inversion it caches is
+    # the one a quiet run makes.
     config = EditConfig(
         steps=4,
         max_iter=2,
@@ -93,14 +98,15 @@ def test_edit_beside_prompt_checks_equals_edit_alone(tiny_pipe):
 
     def run() -> EditResult:
         tiny_pipe.cache.clear()
-        inversion = tiny_pipe.invert(scene(), SOURCE, config=config)
-        *_, result = tiny_pipe.edit(inversion, TARGET, mask=scene_mask(), config=config)
+        prepared = tiny_pipe.prepare(scene(), SOURCE, TARGET, scene_mask(), config=config)
+        *_, result = tiny_pipe.edit(prepared, tiny_pipe.invert(prepared))
         return result
 
     quiet = run()
-    with Checkers(tiny_pipe.tokenizer, count=3) as checkers:
+    with Checkers(tiny_pipe.tokenizer, count=3, pipe=tiny_pipe) as checkers:
         busy = [run() for _ in range(3)]
     assert checkers.errors == []
+    assert checkers.rounds > 0
     for result in busy:
         assert torch.equal(result.latents, quiet.latents)
         np.testing.assert_array_equal(result.composited, quiet.composited)

@@ -1,6 +1,6 @@
 import pytest
 
-from magedit.config import PRESETS, EditConfig, preset
+from magedit.config import PRESETS, EditConfig, config_from, preset
 
 
 def test_paper_defaults():
@@ -61,7 +61,6 @@ def test_with_steps_rescales():
         ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
         ({"constraint": "area"}, "constraint must be one of"),
         ({"inversion": "magic"}, "inversion must be one of"),
-        ({"seed": -1}, "seed must be a non-negative integer"),
         ({"early_stop": 1.5}, r"early_stop must be a fraction in \[0, 1\)"),
         ({"early_stop": -0.1}, "early_stop must be a fraction"),
         ({"compile": "yes"}, "compile must be True or False"),
@@ -75,7 +74,35 @@ def test_bad_values_are_refused(bad, message):
 
 
 def test_dict_round_trip():
-    c = EditConfig(max_iter=3, seed=7)
+    c = EditConfig(max_iter=3, scale=4.0)
     assert EditConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown EditConfig fields"):
         EditConfig.from_dict({"nope": 1})
+
+
+def test_there_is_no_seed():
+    """Nothing in an edit draws a random number (DDIM eta = 0), so no setting pretends to."""
+    assert "seed" not in EditConfig().to_dict()
+    with pytest.raises(TypeError):
+        EditConfig(seed=0)
+
+
+def test_config_from_is_the_preset_rescaled_then_the_fields_given():
+    assert config_from() == EditConfig()
+    assert config_from("object") == PRESETS["object"]
+    assert config_from("object", 10) == PRESETS["object"].with_steps(10)
+    assert config_from("color", 20, tau1=3, max_iter=None) == preset("color").with_steps(
+        20
+    ).replace(tau1=3)
+    assert config_from(None, None, scale=None, resolution=256) == EditConfig(resolution=256)
+    with pytest.raises(ValueError, match="unknown preset 'shape'"):
+        config_from("shape")
+    for steps, message in (
+        (0, "steps must be between 1 and 1000, got 0"),
+        (True, "steps must be an integer"),
+        (2.5, "steps must be an integer"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            config_from("color", steps)
+    with pytest.raises(ValueError, match="^max_iter must be between 0 and 200"):
+        config_from("color", max_iter=-1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import SOURCE, TARGET, scene, scene_mask
 
-from magedit import EditConfig, EditResult, MagEditPipeline, Region
+from magedit import EditConfig, EditResult, MagEditPipeline
 from magedit.graphs import Adam, CapturedGradient, CapturedStep, no_collection
 from magedit.guidance import objective_gradient
 from magedit.inversion import CapturedEps
@@ -109,9 +109,10 @@ def test_a_replay_that_agrees_with_eager_is_kept_and_checked_once():
 
 def _edit(pipe, config):
     """Invert and edit the test scene; returns (inversion, plan, result)."""
-    inversion = pipe.invert(scene(192, 256), SOURCE, config=config)
-    plan = pipe._prepare(inversion, TARGET, [Region(mask=scene_mask(192, 256))], None, None, config)
-    result = list(pipe._run(inversion, plan, TARGET, None))[-1]
+    prepared = pipe.prepare(scene(192, 256), SOURCE, TARGET, scene_mask(192, 256), config=config)
+    inversion = pipe.invert(prepared)
+    plan = pipe._plan(prepared, inversion)
+    result = list(pipe._run(prepared, inversion, plan))[-1]
     assert isinstance(result, EditResult)
     return inversion, plan, result
 

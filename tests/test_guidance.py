@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import SOURCE, TARGET, scene, scene_mask
 
-from magedit import EditConfig, Region
+from magedit import EditConfig
 from magedit.guidance import (
     dilate,
     guide,
@@ -51,19 +51,37 @@ def test_guidance_on_the_unet_moves_only_masked_latents(tiny_pipe, constraint):
     cfg = EditConfig(resolution=256, inversion="direct", constraint=constraint, scale=20.0)
     cfg = cfg.with_steps(10)
     image, mask = scene(192, 256), scene_mask(192, 256)
-    inversion = tiny_pipe.invert(image, SOURCE, config=cfg)
-    plan = tiny_pipe._prepare(inversion, TARGET, [Region(mask=mask)], None, None, cfg)
+    prepared = tiny_pipe.prepare(image, SOURCE, TARGET, mask, config=cfg)
+    inversion = tiny_pipe.invert(prepared)
     schedule = DDIMSchedule(cfg.steps)
     t = schedule.timesteps[0]
     z = inversion.z_T.clone()
-    # The reconstruction branch's maps for this step, as the pipeline records them.
-    tiny_pipe._reconstruct(inversion, plan, 0, t, z, inversion.uncond[:1])
-    objective = tiny_pipe._objective(plan, 0, t, z)
+    # The loss of the first step, with the reconstruction branch's maps recorded for it as the
+    # pipeline records them.
+    objective = tiny_pipe.mag_objective(prepared, inversion, 0)
+    (region,) = prepared.regions
+    update_mask = region.latent_mask
     delta = step_size(constraint, schedule.alpha(t))
-    steps = list(guide(z, objective_gradient(objective), plan.update_mask, delta, 5))
-    outside = (plan.update_mask == 0).expand_as(z)
+    steps = list(guide(z, objective_gradient(objective), update_mask, delta, 5))
+    outside = (update_mask == 0).expand_as(z)
     for step in steps:
         assert torch.equal(step.z[outside], z[outside])
     assert not torch.equal(steps[-1].z[~outside], z[~outside])
     assert steps[-1].ratio > steps[0].ratio
     assert steps[-1].loss < steps[0].loss
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_mag_objective_is_the_loss_an_edit_starts_from(tiny_pipe, reference):
+    """The public hook gives the loss and in-mask ratio of the edit's first MAG iteration (at
+    step 0 the edit's latent is z_T itself), on the fast path and on the reference path."""
+    cfg = EditConfig(resolution=256, inversion="direct", max_iter=2, reference=reference)
+    cfg = cfg.with_steps(10)
+    prepared = tiny_pipe.prepare(scene(192, 256), SOURCE, TARGET, scene_mask(192, 256), config=cfg)
+    inversion = tiny_pipe.invert(prepared)
+    loss, ratio = tiny_pipe.mag_objective(prepared, inversion, 0)(inversion.z_T.clone())
+    first = next(e for e in tiny_pipe.edit(prepared, inversion) if e.phase == "guidance")
+    assert (first.step, first.iteration) == (1, 1)
+    assert float(loss) == pytest.approx(first.loss, rel=1e-5)
+    assert float(ratio) == pytest.approx(first.in_mask_ratio, rel=1e-5)
+    assert 0 < float(ratio) < 1

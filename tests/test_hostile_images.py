@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from magedit import EditConfig, Region
+from magedit import EditConfig
 from magedit.images import (
     IMAGE_FORMATS,
     MAX_MASK_COVERAGE,
@@ -635,7 +635,7 @@ def no_model_work(tiny_pipe, monkeypatch):
         ("speck", r"^the mask is too small: it vanishes at the 16x16"),
         ("whole image", r"^the mask covers 100.0% of the image; MAG-Edit changes a region"),
         ("all but a corner", r"^the mask covers 99.8% of the image"),
-        ("2 MP speck", r"^the mask is too small: it vanishes at the 12x16"),
+        ("2 MP speck", r"^the mask is too small: it vanishes at the 16x12"),
     ],
 )
 def test_bad_masks_are_refused_before_any_model_work(no_model_work, name, message) -> None:
@@ -652,19 +652,34 @@ def test_bad_masks_are_refused_before_any_model_work(no_model_work, name, messag
         mask[:20, :20] = False  # 99.8%
     elif name == "2 MP speck":
         mask[601:621, 801:821] = True  # 20 px of 1600: between two samples 100 px apart
+    photo = np.zeros((*size, 3), np.uint8)
     with pytest.raises(ValueError, match=message) as error:
-        no_model_work.check_edit(
-            size, "a photo of a red sofa", "a photo of a green sofa", [Region(mask)]
-        )
+        no_model_work.prepare(photo, "a photo of a red sofa", "a photo of a green sofa", mask)
     assert_readable(error.value)
 
 
 def test_a_good_mask_passes_the_checks_without_model_work(no_model_work) -> None:
     mask = np.zeros((512, 512), bool)
     mask[0:31, 0:31] = True  # one attention cell, 0.4% of the image
-    (region,) = no_model_work.check_edit(
-        (512, 512), "a photo of a red sofa", "a photo of a green sofa", [Region(mask)]
+    prepared = no_model_work.prepare(
+        np.zeros((512, 512, 3), np.uint8), "a photo of a red sofa", "a photo of a green sofa", mask
     )
+    (region,) = prepared.regions
     assert int(region.attention_mask.sum()) == 1 and region.positions == [[5]]
     assert region.latent_mask.shape == (1, 1, 64, 64) and int(region.latent_mask.sum()) == 16
     assert EditConfig().resolution == 512
+
+
+def test_hostile_photos_are_refused_by_prepare_before_any_model_work(no_model_work, corpus):
+    """``prepare`` reads the photo itself: every file the loader refuses is refused there too,
+    in the same readable words, before any model work."""
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    refused = [case for case in CORPUS if isinstance(case.expect, Refuse)]
+    assert len(refused) > 5
+    for case in refused:
+        with pytest.raises(ValueError, match=case.expect.message) as error:
+            no_model_work.prepare(
+                corpus[case.name], "a photo of a red sofa", "a photo of a green sofa", mask
+            )
+        assert_readable(error.value, case.filename)

@@ -35,7 +35,7 @@ def test_every_job_is_answered_correctly_or_refused_or_cancelled(figures):
     assert figures["refused"] >= 1
     for message in figures["messages"]:
         assert message in ("cancelled: cancelled", "refused: Queue is full! Please try again.")
-    # Same photo, mask, prompts and seed: the same bytes, whichever session asked.
+    # Same photo, mask and prompts: the same bytes, whichever session asked.
     assert set(figures["distinct_results_per_target"].values()) <= {0, 1}
 
 

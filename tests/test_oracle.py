@@ -92,13 +92,6 @@ def test_first_null_text_steps_reproduce_their_embeddings(pipe, ddim_inversion, 
 
 def test_edit_reproduces_their_images(pipe, ddim_inversion, oracle):
     settings, data = oracle
-    # Their z_T and null-text embeddings, our editing loop.
-    inversion = dataclasses.replace(
-        ddim_inversion,
-        method="null_text",
-        trajectory=torch.cat([ddim_inversion.trajectory[:-1], torch.from_numpy(data["x_t"])[None]]),
-        uncond=torch.from_numpy(data["uncond"]),
-    )
     config = EditConfig(
         max_iter=settings["max_iter"],
         scale=settings["scale"],
@@ -111,9 +104,23 @@ def test_edit_reproduces_their_images(pipe, ddim_inversion, oracle):
     )
     assert (config.tau1, config.tau_self, config.tau2, config.blend_steps) == (10, 25, 25, 15)
     mask = images.load_mask(ORACLE / "mask.png")
-    *_, result = pipe.edit(
-        inversion, settings["target"], mask=mask, words=[settings["word"]], config=config
+    prepared = pipe.prepare(
+        ORACLE / "image.png",
+        settings["source"],
+        settings["target"],
+        mask,
+        [settings["word"]],
+        config=config,
     )
+    # Their z_T and null-text embeddings, our editing loop: a null-text inversion of this edit.
+    inversion = dataclasses.replace(
+        ddim_inversion,
+        method="null_text",
+        trajectory=torch.cat([ddim_inversion.trajectory[:-1], torch.from_numpy(data["x_t"])[None]]),
+        uncond=torch.from_numpy(data["uncond"]),
+        key=pipe.inversion_key(prepared),
+    )
+    *_, result = pipe.edit(prepared, inversion)
     ours = pipe.decode_latents(torch.cat([result.source_latents, result.latents])).numpy()
     theirs = data["images"]
     effect = np.abs(theirs[1] - theirs[0])[:, mask].mean()

@@ -1,12 +1,14 @@
 """End-to-end behaviour of MagEditPipeline on tiny random-weight components (CPU, offline)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from conftest import SOURCE, TARGET, scene, scene_mask
 
 from magedit import EditConfig, Region, images
-from magedit.pipeline import EditEvent, EditResult
+from magedit.pipeline import EditEvent, EditResult, PreparedEdit, PreparedRegion
 
 H, W = 192, 256  # processing size at resolution 256: latent 24x32, attention maps 6x8
 FAST = dict(resolution=256, inversion="direct")
@@ -27,10 +29,24 @@ def region():
 
 
 def run(pipe, image, mask, cfg, target=TARGET, **kwargs):
-    inversion = pipe.invert(image, SOURCE, config=cfg)
-    events = list(pipe.edit(inversion, target, mask=mask, config=cfg, **kwargs))
+    prepared = pipe.prepare(image, SOURCE, target, mask, config=cfg, **kwargs)
+    events = list(pipe.edit(prepared, pipe.invert(prepared)))
     assert isinstance(events[-1], EditResult)
     return events[:-1], events[-1]
+
+
+@pytest.fixture
+def unet_calls(tiny_pipe, monkeypatch):
+    """The UNet calls the test makes (each call's timestep), counted at the UNet itself."""
+    calls = []
+    forward = tiny_pipe.unet.forward
+
+    def counting(sample, timestep, *args, **kwargs):
+        calls.append(timestep)
+        return forward(sample, timestep, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_pipe.unet, "forward", counting)
+    return calls
 
 
 def test_edit_streams_events_then_the_result(tiny_pipe, photo, region):
@@ -48,7 +64,8 @@ def test_edit_streams_events_then_the_result(tiny_pipe, photo, region):
     assert last.attention.shape == (6, 8) and 0 <= last.attention.min() <= last.attention.max() <= 1
     assert all(np.isfinite(e.loss) and 0 <= e.in_mask_ratio <= 1 for e in events)
     assert result.image.shape == (H, W, 3) and result.composited.shape == photo.shape
-    assert result.words == [["green"]] and result.seed == cfg.seed
+    assert result.words == [["green"]] and result.config == cfg
+    assert (result.source_prompt, result.target_prompt) == (SOURCE, TARGET)
     assert set(result.timings) == {"inversion", "editing", "decode"}
 
 
@@ -64,11 +81,17 @@ def test_composite_keeps_every_pixel_outside_the_dilated_mask(tiny_pipe, region)
     assert not np.array_equal(result.composited[inside], original[inside])
 
 
-def test_same_seed_same_inputs_identical_bytes(tiny_pipe, photo, region):
+def test_same_inputs_identical_bytes(tiny_pipe, photo, region):
+    """Nothing in an edit draws a random number: the global generator, seeded differently before
+    each run, changes no byte."""
     cfg = config(inversion="ddim")
+    torch.manual_seed(11)
     _, first = run(tiny_pipe, photo, region, cfg)
     tiny_pipe.cache.clear()
+    torch.manual_seed(123456)
+    torch.rand(1000)
     _, second = run(tiny_pipe, photo, region, cfg)
+    assert torch.equal(first.latents, second.latents)
     assert first.image.tobytes() == second.image.tobytes()
     assert first.composited.tobytes() == second.composited.tobytes()
 
@@ -153,11 +176,17 @@ def test_multi_region_and_negative_word(tiny_pipe, photo, region):
     second[:40, :60] = True
     target = "a photo of a green sofa in a blue living room"
     regions = [Region(region, ["green"], 1.0), Region(second, ["blue"], 3.0)]
-    result = list(tiny_pipe.edit(inversion, target, regions=regions, config=cfg))[-1]
+    prepared = tiny_pipe.prepare(photo, SOURCE, target, regions=regions, config=cfg)
+    result = list(tiny_pipe.edit(prepared, inversion))[-1]
     assert result.words == [["green"], ["blue"]]
     assert np.array_equal(result.mask, region | second)
-    plain = list(tiny_pipe.edit(inversion, TARGET, mask=region, config=cfg))
-    negative = list(tiny_pipe.edit(inversion, TARGET, mask=region, negative_word="red", config=cfg))
+    plain_edit = tiny_pipe.prepare(photo, SOURCE, TARGET, region, config=cfg)
+    negative_edit = tiny_pipe.prepare(
+        photo, SOURCE, TARGET, region, negative_word="red", config=cfg
+    )
+    plain = list(tiny_pipe.edit(plain_edit, inversion))
+    negative = list(tiny_pipe.edit(negative_edit, inversion))
+    assert negative[-1].negative_word == "red" and plain[-1].negative_word is None
     first_plain = next(e for e in plain if e.phase == "guidance").loss
     first_negative = next(e for e in negative if e.phase == "guidance").loss
     # Eq. 7 subtracts lambda_ng * L_ng (> 0), so the total is lower with the negative word.
@@ -171,12 +200,16 @@ def test_multi_region_and_negative_word(tiny_pipe, photo, region):
         (dict(words=["purple"]), "'purple' is not in the target prompt"),
         (dict(words=["sofa"]), "is in both prompts"),
         (dict(mask="empty"), "mask is empty"),
-        (dict(mask="speck"), "vanishes at the 6x8 attention resolution"),
+        (dict(mask="speck"), "vanishes at the 8x6 attention resolution"),
         (dict(mask="all"), "covers 100.0% of the image"),
-        (dict(config=dict(steps=20)), "inversion was made with 10 steps"),
+        (dict(config=dict(steps=20)), "inversion is of another photo, source prompt or inversion"),
+        (dict(config=dict(resolution=128)), "(method, steps, guidance, resolution, model)"),
+        (dict(config=dict(guidance_scale=2.0)), "(method, steps, guidance, resolution, model)"),
     ],
 )
-def test_bad_input_is_refused_before_any_unet_work(tiny_pipe, photo, region, change, message):
+def test_bad_input_is_refused_before_any_unet_work(
+    tiny_pipe, photo, region, unet_calls, change, message
+):
     cfg = config()
     inversion = tiny_pipe.invert(photo, SOURCE, config=cfg)
     masks = {
@@ -186,37 +219,165 @@ def test_bad_input_is_refused_before_any_unet_work(tiny_pipe, photo, region, cha
     }
     mask = masks.get(change.get("mask"), region)
     edit_cfg = EditConfig(**{**cfg.to_dict(), **change.get("config", {})})
+    unet_calls.clear()  # the inversion's (none when it came from the cache)
     with pytest.raises(ValueError, match=message):
-        tiny_pipe.edit(
-            inversion,
+        prepared = tiny_pipe.prepare(
+            photo,
+            SOURCE,
             change.get("target", TARGET),
-            mask=mask,
-            words=change.get("words"),
+            mask,
+            change.get("words"),
             config=edit_cfg,
         )
+        tiny_pipe.edit(prepared, inversion)  # an inversion of other settings than the edit's
+    assert unet_calls == []
 
 
-def test_check_edit_needs_no_inversion(tiny_pipe, region):
+def test_prepare_needs_no_inversion(tiny_pipe, photo, region):
     cfg = config()
-    (checked,) = tiny_pipe.check_edit((H, W), SOURCE, TARGET, [Region(region)], config=cfg)
+    prepared = tiny_pipe.prepare(photo, SOURCE, TARGET, region, config=cfg)
+    assert isinstance(prepared, PreparedEdit) and prepared.config == cfg
+    (checked,) = prepared.regions
+    assert isinstance(checked, PreparedRegion) and prepared.words == [["green"]]
     assert checked.words == ["green"] and checked.positions == [[5]]  # <start> a photo of a green
     assert checked.latent_mask.shape == (1, 1, 24, 32) and checked.attention_mask.shape == (48,)
+    assert checked.latent_mask.device.type == checked.attention_mask.device.type == "cpu"
+    assert np.array_equal(prepared.mask, region) and prepared.image.shape == (H, W, 3)
     speck = np.zeros_like(region)
     speck[10:12, 10:12] = True
-    with pytest.raises(ValueError, match="vanishes at the 6x8 attention resolution"):
-        tiny_pipe.check_edit((H, W), SOURCE, TARGET, [Region(speck)], config=cfg)
-    with pytest.raises(ValueError, match="'blue' is not in the negative prompt"):
-        tiny_pipe.check_edit((H, W), SOURCE, TARGET, [Region(region)], "blue", config=cfg)
+    with pytest.raises(ValueError, match="vanishes at the 8x6 attention resolution"):
+        tiny_pipe.prepare(photo, SOURCE, TARGET, speck, config=cfg)
+    with pytest.raises(ValueError, match="^negative word 'blue' is not in the source prompt"):
+        tiny_pipe.prepare(photo, SOURCE, TARGET, region, negative_word="blue", config=cfg)
+    with pytest.raises(ValueError, match="^negative word 'red' is not in the negative prompt"):
+        tiny_pipe.prepare(
+            photo, SOURCE, TARGET, region, negative_word="red", negative_prompt="a sofa"
+        )
     # Without guidance a shared word is allowed (it only picks the attention map shown).
-    words = tiny_pipe.check_edit(
-        (H, W), SOURCE, TARGET, [Region(region, ["sofa"])], config=cfg.replace(max_iter=0)
-    )[0].words
-    assert words == ["sofa"]
+    words = tiny_pipe.prepare(
+        photo, SOURCE, TARGET, region, ["sofa"], config=cfg.replace(max_iter=0)
+    ).words
+    assert words == [["sofa"]]
+
+
+def test_prepare_makes_no_model_call_and_leaves_the_attention_state(
+    tiny_pipe, photo, region, unet_calls, monkeypatch
+):
+    """prepare runs on the CPU beside a running edit: no UNet, text encoder or VAE call, no
+    inversion, and the attention processors' alignment is the running edit's still."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("prepare called a model")
+
+    for name in ("encode_prompt", "encode_image", "decode_latents", "invert", "_eps"):
+        monkeypatch.setattr(tiny_pipe, name, fail)
+    running = torch.arange(77), torch.ones(77)
+    monkeypatch.setattr(tiny_pipe.controller, "mapper", running[0])
+    monkeypatch.setattr(tiny_pipe.controller, "alphas", running[1])
+    second = np.zeros_like(region)
+    second[:40, :60] = True
+    target = "a photo of a green sofa in a blue living room"
+    regions = [Region(region, "green"), Region(second, "blue", 2.0)]
+    tiny_pipe.prepare(photo, SOURCE, target, regions=regions, negative_word="red", config=config())
+    assert tiny_pipe.controller.mapper is running[0] and tiny_pipe.controller.alphas is running[1]
+    assert unet_calls == []
+
+
+def test_invert_of_a_prepared_edit_is_cached_and_checks_nothing_again(
+    tiny_pipe, photo, region, monkeypatch
+):
+    cfg = config(inversion="ddim")
+    prepared = tiny_pipe.prepare(photo, SOURCE, TARGET, region, config=cfg)
+    tiny_pipe.cache.clear()
+    first = tiny_pipe.invert(prepared)
+    assert not first.cached and first.source_prompt == SOURCE and first.method == "ddim"
+    monkeypatch.setattr("magedit.prompts.check_prompt", None)  # a second check would fail
+    again = tiny_pipe.invert(prepared)
+    assert again.cached and torch.equal(again.trajectory, first.trajectory)
+    monkeypatch.undo()
+    # The same inversion as the photo's with the prompt: one cache entry serves both.
+    assert tiny_pipe.invert(photo, SOURCE, config=cfg).cached
+    with pytest.raises(ValueError, match="carries its own prompt and settings; pass it alone"):
+        tiny_pipe.invert(prepared, config=cfg)
+    *_, result = tiny_pipe.edit(prepared)  # None: inverted first, here from the cache
+    assert result.inversion_cached
+
+
+def test_edit_runs_only_a_prepared_edit_with_its_own_inversion(tiny_pipe, photo, region):
+    cfg = config()
+    prepared = tiny_pipe.prepare(photo, SOURCE, TARGET, region, config=cfg)
+    inversion = tiny_pipe.invert(prepared)
+    with pytest.raises(ValueError, match=r"^edit\(\) runs a PreparedEdit, got Inversion"):
+        tiny_pipe.edit(inversion, TARGET)
+    with pytest.raises(ValueError, match="runs a PreparedEdit, got str"):
+        tiny_pipe.edit("a photo of a green sofa")
+    other_photo = tiny_pipe.invert(photo[::-1].copy(), SOURCE, config=cfg)
+    other_prompt = tiny_pipe.invert(photo, "a photo of a sofa", config=cfg)
+    for other in (other_photo, other_prompt):
+        with pytest.raises(ValueError, match="inversion is of another photo, source prompt"):
+            tiny_pipe.edit(prepared, other)
+    elsewhere = dataclasses.replace(prepared, model_id="another-model")
+    with pytest.raises(ValueError, match="prepared by the pipeline of 'another-model'"):
+        tiny_pipe.edit(elsewhere, inversion)
+
+
+def test_prepare_refuses_bad_regions_and_words(tiny_pipe, photo, region):
+    cfg = config()
+    second = np.zeros_like(region)
+    second[:40, :60] = True
+    target = "a photo of a green sofa in a blue living room"
+
+    def refused(message, *args, **kwargs):
+        with pytest.raises(ValueError, match=message):
+            tiny_pipe.prepare(photo, SOURCE, *args, config=cfg, **kwargs)
+
+    shared = [Region(region, ["green"]), Region(second, ["blue", "Green"])]
+    refused("^the edit word 'green' is given to regions 1 and 2", target, regions=shared)
+    refused("the target prompt adds no word for region 1 besides the other regions' words",
+            TARGET, regions=[Region(region), Region(second, "green")])  # fmt: skip
+    many = " ".join(f"w{n}" for n in range(17))
+    refused("^17 edit words were given; give at most 16", f"a photo of a red sofa {many}",
+            region, many.split())  # fmt: skip
+    refused("^the edit word 'green' is given twice", TARGET, region, ["green", "GREEN"])
+    refused("^a negative prompt needs a negative word", TARGET, region, negative_prompt="a sofa")
+    refused("^no mask given", TARGET)
+    refused("either mask= .* or regions=, not both", TARGET, region, regions=[Region(region)])
+    refused("^no edit region given", TARGET, regions=[])
+    refused("^9 regions were given; edit at most 8", target, regions=[Region(region)] * 9)
+    refused("^a region must be a Region, got ndarray", TARGET, regions=[region])
+
+
+def test_a_region_without_words_gets_the_new_words_no_other_region_has(tiny_pipe, photo, region):
+    second = np.zeros_like(region)
+    second[:40, :60] = True
+    target = "a photo of a green sofa in a blue living room"
+    regions = [Region(region), Region(second, "blue", 3.0)]
+    prepared = tiny_pipe.prepare(photo, SOURCE, target, regions=regions, config=config())
+    assert prepared.words == [["green"], ["blue"]]
+    assert [r.weight for r in prepared.regions] == [1.0, 3.0]
+    assert np.array_equal(prepared.mask, region | second)
+
+
+def test_a_region_is_checked_when_made(region):
+    assert Region(region, "green").words == ["green"]  # a bare word, not its letters
+    assert Region(region, ["", " "]).words is None and Region(region, []).words is None
+    assert Region(region, ["green", " "]).words == ["green"]
+    assert Region(region.astype(np.uint8) * 255).mask.dtype == bool
+    assert Region(region, weight=2).weight == 2.0
+    for weight in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="a region's weight is .*; give a number above 0"):
+            Region(region, weight=weight)
+    for weight in (True, "2", None):
+        with pytest.raises(ValueError, match="a region's weight must be a number"):
+            Region(region, weight=weight)
+    with pytest.raises(ValueError, match="^the mask is empty"):
+        Region(np.zeros_like(region))
 
 
 def test_nan_latents_stop_the_edit_with_a_readable_error(tiny_pipe, photo, region, monkeypatch):
     cfg = config(inversion="ddim", max_iter=0)
-    inversion = tiny_pipe.invert(photo, SOURCE, config=cfg)
+    prepared = tiny_pipe.prepare(photo, SOURCE, TARGET, region, config=cfg)
+    inversion = tiny_pipe.invert(prepared)
     real_eps = tiny_pipe._eps
     calls = []
 
@@ -227,11 +388,11 @@ def test_nan_latents_stop_the_edit_with_a_readable_error(tiny_pipe, photo, regio
         return out * float("nan") if len(calls) > 3 else out
 
     monkeypatch.setattr(tiny_pipe, "_eps", eps_with_nan)
-    events = tiny_pipe.edit(inversion, TARGET, mask=region, config=cfg)
+    events = tiny_pipe.edit(prepared, inversion)
     with pytest.raises(FloatingPointError, match="became NaN or infinite at step 4"):
         for _ in events:
             pass
     monkeypatch.undo()
     # The pipeline is usable again: the next edit completes.
-    *_, result = tiny_pipe.edit(inversion, TARGET, mask=region, config=cfg)
+    *_, result = tiny_pipe.edit(prepared, inversion)
     assert np.isfinite(result.latents.numpy()).all()

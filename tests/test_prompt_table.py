@@ -13,9 +13,10 @@ import pytest
 import torch
 from conftest import scene, scene_mask
 
-from magedit import EditConfig, Region
+from magedit import EditConfig
 from magedit.pipeline import EditResult
 from magedit.prompts import (
+    MAX_EDIT_WORDS,
     MAX_PROMPT_CHARS,
     MAX_TOKENS,
     check_prompt,
@@ -188,7 +189,9 @@ def checks_only(tiny_pipe, monkeypatch):
 
 
 SOURCE = "a photo of a red sofa"
+IMAGE = scene(96, 128)
 MASK = scene_mask(96, 128)
+MANY = [f"w{n}" for n in range(MAX_EDIT_WORDS + 1)]  # 17 words, each in the target below
 
 PIPELINE_OK = [
     (SOURCE, "a photo of a green sofa.", None, [["green"]], [[[5]]]),
@@ -205,10 +208,10 @@ PIPELINE_OK = [
 
 
 @pytest.mark.parametrize(("source", "target", "words", "chosen", "positions"), PIPELINE_OK)
-def test_check_edit_accepts(checks_only, source, target, words, chosen, positions) -> None:
-    prepared = checks_only.check_edit((96, 128), source, target, [Region(MASK, words)])
-    assert [r.words for r in prepared] == chosen
-    assert [r.positions for r in prepared] == positions
+def test_prepare_accepts(checks_only, source, target, words, chosen, positions) -> None:
+    prepared = checks_only.prepare(IMAGE, source, target, MASK, words)
+    assert [r.words for r in prepared.regions] == chosen == prepared.words
+    assert [r.positions for r in prepared.regions] == positions
 
 
 PIPELINE_REFUSED = [
@@ -222,16 +225,19 @@ PIPELINE_REFUSED = [
     (SOURCE, "a photo of a green sofa", [None], r"^the edit word must be text"),
     (SOURCE, "a photo of a green sofa", ["x" * 9000], r"^the edit word has 9000 characters"),
     (SOURCE, "a photo of a green\x00 sofa", None, r"control character U\+0000"),
-]
+    (SOURCE, "a photo of a green sofa " + " ".join(MANY), MANY,
+     r"^17 edit words were given; give at most 16"),
+    (SOURCE, "a photo of a green sofa", ["green", " Green "], r"^the edit word 'green' is given twice"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("source", "target", "words", "message"), PIPELINE_REFUSED)
-def test_check_edit_refuses(checks_only, source, target, words, message) -> None:
+def test_prepare_refuses(checks_only, source, target, words, message) -> None:
     with pytest.raises(ValueError, match=message):
-        checks_only.check_edit((96, 128), source, target, [Region(MASK, words)])
+        checks_only.prepare(IMAGE, source, target, MASK, words)
 
 
-def test_the_library_functions_agree_with_check_edit(tok) -> None:
+def test_the_library_functions_agree_with_prepare(tok) -> None:
     for source, target, words, chosen, positions in PIPELINE_OK:
         assert edit_word_positions(tok, source, target, words) == (chosen[0], positions[0])
         if words is None:
@@ -242,9 +248,11 @@ def test_a_tiny_edit_with_emoji_and_unicode_stays_finite(tiny_pipe) -> None:
     """Emoji, CJK and accented edit words through the whole edit: no NaN loss or latent."""
     config = EditConfig(resolution=64, inversion="direct", max_iter=2).with_steps(3)
     image = scene(96, 128)
-    inversion = tiny_pipe.invert(image, "a photo of a sofa", config=config)
     target = "a photo of a grüne 🐱 sofa, 猫!"
-    events = list(tiny_pipe.edit(inversion, target, mask=MASK, words=["🐱", "猫"], config=config))
+    prepared = tiny_pipe.prepare(
+        image, "a photo of a sofa", target, MASK, ["🐱", "猫"], config=config
+    )
+    events = list(tiny_pipe.edit(prepared, tiny_pipe.invert(prepared)))
     result = events[-1]
     assert isinstance(result, EditResult) and result.words == [["🐱", "猫"]]
     losses = [e.loss for e in events[:-1]]

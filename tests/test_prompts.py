@@ -12,8 +12,10 @@ import torch
 
 from magedit import prompts
 from magedit.prompts import (
+    MAX_EDIT_WORDS,
     MAX_TOKENS,
     check_prompt,
+    edit_word_positions,
     edit_words,
     new_token_positions,
     refinement_mapper,
@@ -154,6 +156,16 @@ def test_require_word(clip_tok) -> None:
     )
     with pytest.raises(ValueError, match=r"'green' lies past CLIP's 77-token limit"):
         require_word(clip_tok, "a " * 75 + "green", "green")
+    # ``kind`` names the word in every message: the negative word is not an edit word.
+    with pytest.raises(ValueError) as negative:
+        require_word(clip_tok, "a red sofa", "blue", what="source prompt", kind="negative word")
+    assert str(negative.value) == (
+        "negative word 'blue' is not in the source prompt 'a red sofa'; type a word that appears "
+        "in it"
+    )
+    for prompt in ("I am so Tired", "a " * 75 + "red"):
+        with pytest.raises(ValueError, match="^negative word 'red' "):
+            require_word(clip_tok, prompt, "red", kind="negative word")
 
 
 def test_check_prompt(clip_tok) -> None:
@@ -260,6 +272,21 @@ def test_edit_words(clip_tok, spans, source: str, target: str, expected: list[st
 def test_edit_words_none_new(clip_tok, source: str, target: str) -> None:
     with pytest.raises(ValueError, match="adds no new word to the source prompt"):
         edit_words(clip_tok, source, target)
+
+
+def test_edit_words_are_at_most_sixteen_and_each_once(clip_tok) -> None:
+    """Each edit word's maps are read in every MAG iteration: a bounded, distinct list."""
+    words = [f"w{n}" for n in range(MAX_EDIT_WORDS + 1)]
+    target = "a photo of a sofa " + " ".join(words)
+    chosen, positions = edit_word_positions(clip_tok, "a photo of a sofa", target, words[:16])
+    assert chosen == words[:16] and len(positions) == MAX_EDIT_WORDS == 16
+    with pytest.raises(ValueError, match="^17 edit words were given; give at most 16"):
+        edit_word_positions(clip_tok, "a photo of a sofa", target, words)
+    with pytest.raises(ValueError, match="^10000 edit words were given"):
+        edit_word_positions(clip_tok, "a photo of a sofa", target, ["w1"] * 10_000)
+    for twice in (["w1", "w1"], ["w1", "W1"], ["w1", " w1 ", "w2"]):
+        with pytest.raises(ValueError, match="^the edit word 'w1' is given twice; give each word"):
+            edit_word_positions(clip_tok, "a photo of a sofa", target, twice)
 
 
 def test_shipped_tokenizer_default_cache() -> None:

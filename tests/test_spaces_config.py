@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from magedit import segment
-from magedit.config import SD14_MODEL
+from magedit.config import DEFAULT_SAM_MODEL, SD14_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_KEYS = (
@@ -68,7 +68,7 @@ def test_preload_from_hub_holds_sd14_and_the_sam_checkpoint():
     assert set(preload) == {SD14_MODEL, segment.SAM_REPO}
     assert set(space()["models"]) == set(preload)
     sam_files = preload[segment.SAM_REPO].split(",")
-    assert sam_files == [segment.SAM_FILES[segment.DEFAULT_MODEL_TYPE]]
+    assert sam_files == [segment.SAM_FILES[DEFAULT_SAM_MODEL]]
     sd_files = set(preload[SD14_MODEL].split(","))
     for part in ("unet", "vae"):  # what MagEditPipeline.from_pretrained reads
         assert {f"{part}/config.json", f"{part}/diffusion_pytorch_model.safetensors"} <= sd_files

@@ -6,7 +6,8 @@ import json
 import pytest
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from magedit import EditConfig, MagEditPipeline, speed
+from benchmarks import speed
+from magedit import EditConfig, MagEditPipeline
 
 
 def test_benchmark_prints_json_runs_and_ratios(capsys):
@@ -66,8 +67,8 @@ def test_the_meta_count_of_an_editing_phase_equals_a_real_edits(inversion, refer
     image, mask = speed.scene(128, 128)
     config = EditConfig(resolution=128, inversion=inversion, reference=reference, max_iter=3)
     config = config.with_steps(6)
-    events = pipe.edit(pipe.invert(image, speed.SOURCE, config=config), speed.TARGET, mask=mask,
-                       config=config)  # fmt: skip
+    prepared = pipe.prepare(image, speed.SOURCE, speed.TARGET, mask, config=config)
+    events = pipe.edit(prepared, pipe.invert(prepared))
     real = speed.FlopCount()
     with real, sdpa_kernel(SDPBackend.MATH):
         for event in events:

@@ -1,0 +1,172 @@
+"""Loading the models: Stable Diffusion and Segment Anything from a Hub id, a local folder or
+``--tiny`` random weights, and the evaluation models; device and dtype defaults. The page, the
+command line and the benchmark load through here, so each model loads the same way everywhere.
+
+Nothing heavy is imported at module level. Each loader builds its model once per process for
+the same arguments (an ``lru_cache``); a failure raises ``ValueError`` or ``OSError`` whose
+message names the way out (``--model /local/folder``, ``--sam-checkpoint``, ``--tiny``).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from magedit.config import default_model
+from magedit.errors import one_line
+
+if TYPE_CHECKING:
+    import torch
+
+    from magedit.evaluate import Metrics
+    from magedit.pipeline import MagEditPipeline
+    from magedit.segment import Segmenter
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# How much of a library's own error message a load failure quotes.
+_REASON_CHARS = 200
+
+
+def torch_device(name: str | None) -> torch.device:
+    """The torch device called ``name`` (None: cuda when a GPU is available, else cpu).
+    ValueError for a name torch does not know or a GPU that is not there."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"--device '{name}' is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``DTYPES`` name -> torch dtype; "auto" is the pipeline's default for ``device``."""
+    import torch
+
+    from magedit.pipeline import default_dtype
+
+    if name not in DTYPES:
+        raise ValueError(f"dtype '{name}' is unknown; use one of {', '.join(DTYPES)}")
+    return default_dtype(device) if name == "auto" else getattr(torch, name)
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' info/warning logs off the terminal: transformers' "Token indices
+    sequence length is longer than..." (our own check reports it better) and huggingface_hub's
+    retry notices when the Hub cannot be reached (the load error names the way out)."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
+
+
+def _reason(error: BaseException) -> str:
+    reason = one_line(error)
+    return reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 3] + "..."
+
+
+@functools.lru_cache(maxsize=2)
+def load_pipeline(
+    model: str | None = None, device: str | None = None, dtype: str = "auto", tiny: bool = False
+) -> MagEditPipeline:
+    """The MAG-Edit pipeline on SD v1.x ``model`` (a Hub id or a local diffusers folder; None is
+    ``$MAGEDIT_MODEL`` or SD v1.4), or on tiny random weights with ``tiny``; once per process for
+    these arguments.
+
+    Raises ValueError with the way out (``--tiny`` or ``--model /local/folder``) when the weights
+    cannot be loaded, e.g. offline with nothing in the Hugging Face cache.
+    """
+    from magedit.pipeline import MagEditPipeline
+
+    where = torch_device(device)
+    kind = torch_dtype(dtype, where)
+    if tiny:
+        return MagEditPipeline.tiny(device=where, dtype=kind)
+    name = model or default_model()
+    if name.startswith(("/", "./", "../", "~")):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"--model: no folder '{name}'; pass a diffusers SD v1.x model folder, or --tiny "
+                "to try the tool offline with random weights"
+            )
+        name = str(path)
+    try:
+        with warnings.catch_warnings():
+            # Library deprecation notices are not the user's to act on; stderr stays one line.
+            warnings.simplefilter("ignore")
+            return MagEditPipeline.from_pretrained(name, device=where, dtype=kind)
+    except (OSError, ValueError) as error:
+        # huggingface_hub's errors (offline, not cached, no such repo) are OSErrors; a malformed
+        # repo id is a ValueError.
+        raise ValueError(
+            f"cannot load the model '{name}' ({_reason(error)}); without network it must already "
+            "be in the Hugging Face cache: pass --model /local/folder (a diffusers SD v1.x "
+            "folder), or --tiny to try the tool offline with random weights"
+        ) from None
+
+
+@functools.lru_cache(maxsize=2)
+def load_segmenter(
+    model_type: str | None = None,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    tiny: bool = False,
+) -> Segmenter:
+    """Segment Anything (``model_type`` of ``config.SAM_MODEL_TYPES``, default vit_b) from a local
+    ``checkpoint`` or the Hub, or tiny random weights with ``tiny``; once per process for these
+    arguments.
+
+    Raises FileNotFoundError / ValueError with the way out (``--sam-checkpoint`` or ``--tiny``)
+    when the checkpoint cannot be found or downloaded.
+    """
+    from magedit.config import DEFAULT_SAM_MODEL
+    from magedit.segment import Segmenter
+
+    where = torch_device(device)
+    if tiny:
+        if checkpoint:
+            raise ValueError(
+                "--sam-checkpoint does not go with --tiny (random weights for every model)"
+            )
+        return Segmenter.tiny(device=where)
+    kind = None if dtype == "auto" else torch_dtype(dtype, where)
+    return Segmenter.from_pretrained(
+        model_type or DEFAULT_SAM_MODEL, checkpoint, device=where, dtype=kind
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def load_metrics(
+    clip: str | None = None, dino: str | None = None, device: str = "cpu", tiny: bool = False
+) -> Metrics:
+    """CLIP and DINO for the benchmark's metrics (``evaluate.Metrics``), once per process for
+    these arguments; a load failure names the way out."""
+    from magedit.evaluate import CLIP_MODEL, DINO_MODEL, Metrics
+
+    if tiny:
+        return Metrics.tiny(device)
+    names = (clip or CLIP_MODEL, dino or DINO_MODEL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Metrics.from_pretrained(*names, device=device)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot load the metric models {names[0]} / {names[1]} ({_reason(error)}); without "
+            "network they must already be in the Hugging Face cache: pass --clip-model/"
+            "--dino-model /local/folder, or --tiny to try the benchmark offline with random "
+            "weights"
+        ) from None
