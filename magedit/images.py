@@ -27,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Union
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import ndimage
 
 if TYPE_CHECKING:
     import torch
@@ -299,43 +300,33 @@ def mask_to_latent(
     return latent if device is None else latent.to(device)
 
 
-def dilate_mask_tensor(mask: torch.Tensor, k: int = 3) -> torch.Tensor:
-    """Grow a (1, 1, h, w) 0/1 mask tensor by a k x k max-pool (stride 1, same size; k odd).
-
-    The latent blend of the last steps uses the latent mask dilated this way with k = 3.
-    """
-    import torch.nn.functional as F
-
-    if mask.ndim != 4:
-        raise ValueError(f"the mask tensor has shape {tuple(mask.shape)}; pass (1, 1, h, w)")
-    if k < 1 or k % 2 == 0:
-        raise ValueError(f"k is {k}; use an odd kernel size such as 3")
-    return F.max_pool2d(mask, kernel_size=k, stride=1, padding=k // 2)
-
-
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow (pixels > 0) or shrink (pixels < 0) an HxW ``bool`` mask by a disk of that radius.
 
-    The disk holds the offsets (dy, dx) with dy^2 + dx^2 <= pixels^2. Pixels beyond the image
-    border count as outside when growing and do not erode the mask when shrinking, so a region
-    that touches the border keeps touching it. 0 returns a copy. Runs in well under a second on
-    a 4000 x 3000 mask for radii up to 100.
+    The disk holds the offsets (dy, dx) with dy^2 + dx^2 <= pixels^2: growing adds every pixel
+    whose Euclidean distance to the mask is at most ``|pixels|``, shrinking removes every mask
+    pixel at most that far from a pixel outside it. Pixels beyond the image border count as
+    outside when growing and do not erode the mask when shrinking, so a region that touches the
+    border keeps touching it. 0 returns a copy. Returns a new array. About half a second on a
+    4000 x 3000 mask whatever the radius (one distance transform).
     """
     _check_mask_array(mask)
     if pixels == 0 or not mask.any():
         return mask.copy()
     radius = abs(int(pixels))
     height, width = mask.shape
-    rows, cols = np.nonzero(mask)
+    x0, y0, x1, y1 = mask_bbox(mask)
     # Only pixels within `radius` of the mask's bounding box can change either way.
-    top, bottom = max(rows.min() - radius, 0), min(rows.max() + radius + 1, height)
-    left, right = max(cols.min() - radius, 0), min(cols.max() + radius + 1, width)
+    top, bottom = max(y0 - radius, 0), min(y1 + radius, height)
+    left, right = max(x0 - radius, 0), min(x1 + radius, width)
     crop = mask[top:bottom, left:right]
     out = mask.copy()
     if pixels > 0:
-        out[top:bottom, left:right] = _dilate_disk(crop, radius)
-    else:
-        out[top:bottom, left:right] = ~_dilate_disk(~crop, radius)
+        # The distance of each pixel to the nearest mask pixel; sqrt of an integer, so the
+        # comparison is exactly dy^2 + dx^2 <= radius^2.
+        out[top:bottom, left:right] = ndimage.distance_transform_edt(~crop) <= radius
+    elif not crop.all():  # else nothing outside the mask is in reach, and the border never erodes
+        out[top:bottom, left:right] = ndimage.distance_transform_edt(crop) > radius
     return out
 
 
@@ -809,34 +800,6 @@ def _tensor_mask_to_array(tensor: torch.Tensor) -> np.ndarray:
             "(1, 1, H, W)"
         )
     return tensor.detach().cpu().numpy()
-
-
-def _dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Exact dilation of an HxW bool mask by a disk: the vertical distance to the mask in each
-    column, then for each horizontal offset dx, the columns dx away whose vertical distance is
-    within the disk's half-height there (isqrt(r^2 - dx^2)). O(r) whole-array passes."""
-    height = mask.shape[0]
-    rows = np.arange(height, dtype=np.int32)[:, None]
-    far = np.int32(height + radius + 1)
-    above = np.where(mask, rows, -far)  # nearest mask row at or above, per column
-    np.maximum.accumulate(above, axis=0, out=above)
-    below = np.where(mask, rows, height + far)  # nearest mask row at or below
-    below = np.minimum.accumulate(below[::-1], axis=0)[::-1]
-    gap = np.minimum(rows - above, below - rows)  # vertical distance to the mask
-    out = np.zeros_like(mask)
-    near = gap <= radius
-    reach_done = radius
-    for dx in range(radius + 1):
-        reach = math.isqrt(radius * radius - dx * dx)
-        if reach != reach_done:
-            near = gap <= reach
-            reach_done = reach
-        if dx == 0:
-            out |= near
-        else:
-            out[:, dx:] |= near[:, :-dx]
-            out[:, :-dx] |= near[:, dx:]
-    return out
 
 
 def _check_image_array(image: np.ndarray, what: str) -> None:

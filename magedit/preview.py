@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from magedit import images
+
 # A linear map from SD v1.x latents to RGB, fitted on decoded images by the community (used by
 # many UIs for live previews). Good enough to watch an edit progress; the final image is decoded.
 LATENT_RGB_FACTORS = torch.tensor(
@@ -57,14 +59,5 @@ def heatmap_overlay(
             np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST))
             > 0
         )
-        edge = m & ~(_erode(m))
-        out[edge] = 255
+        out[m & ~images.dilate(m, -1)] = 255  # the mask's inner 1-pixel edge
     return out
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, mode="edge")
-    core = padded[1:-1, 1:-1]
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        core = core & padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
-    return core

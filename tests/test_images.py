@@ -14,7 +14,6 @@ from PIL import Image, ImageFile
 from magedit.images import (
     composite,
     dilate,
-    dilate_mask_tensor,
     feather,
     image_hash,
     image_to_tensor,
@@ -481,20 +480,6 @@ def test_mask_to_latent_hand_computed():
     assert torch.equal(mask_to_latent(literal, (16, 16), device="cpu"), literal)
 
 
-def test_dilate_mask_tensor():
-    mask = torch.zeros(1, 1, 5, 5)
-    mask[0, 0, 2, 2] = 1
-    mask[0, 0, 0, 4] = 1
-    out = dilate_mask_tensor(mask)
-    assert out.shape == (1, 1, 5, 5)
-    expected = torch.zeros(5, 5)
-    expected[1:4, 1:4] = 1
-    expected[0:2, 3:5] = 1
-    assert torch.equal(out[0, 0], expected)
-    with pytest.raises(ValueError, match="odd"):
-        dilate_mask_tensor(mask, k=2)
-
-
 # ----------------------------------------------------------------------------------------------
 # Dilate, feather, composite
 
@@ -510,6 +495,25 @@ def test_dilate_uses_a_disk():
     np.testing.assert_array_equal(dilate(mask, 0), mask)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_dilate_matches_the_disk_definition(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((23, 31)) < (0.05, 0.5, 0.95)[seed]
+    padded_out = np.pad(mask, 8, constant_values=False)  # beyond the border: outside ...
+    padded_in = np.pad(mask, 8, constant_values=True)  # ... or, when shrinking, never eroding
+    for radius in (1, 2, 3, 5, 8):
+        grown = np.zeros_like(mask)
+        shrunk = np.ones_like(mask)
+        for dy in range(-radius, radius + 1):
+            for dx in range(-radius, radius + 1):
+                if dy * dy + dx * dx <= radius * radius:
+                    rows, cols = slice(8 + dy, 8 + dy + 23), slice(8 + dx, 8 + dx + 31)
+                    grown |= padded_out[rows, cols]
+                    shrunk &= padded_in[rows, cols]
+        np.testing.assert_array_equal(dilate(mask, radius), grown)
+        np.testing.assert_array_equal(dilate(mask, -radius), shrunk)
+
+
 def test_dilate_negative_erodes_but_not_from_the_border():
     mask = np.zeros((12, 12), dtype=bool)
     mask[2:9, 0:7] = True  # 7x7, touching the left border
@@ -518,6 +522,8 @@ def test_dilate_negative_erodes_but_not_from_the_border():
     expected[3:8, 0:6] = True
     np.testing.assert_array_equal(eroded, expected)
     assert not dilate(mask, -4).any()
+    full = np.ones((5, 7), dtype=bool)  # every neighbour is inside or beyond the border
+    np.testing.assert_array_equal(dilate(full, -2), full)
 
 
 def test_dilate_on_a_large_mask():
