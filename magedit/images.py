@@ -425,11 +425,6 @@ def mask_subtract(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
     return mask & ~other
 
 
-def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """Grow (pixels > 0) or shrink (pixels < 0) a mask by that many pixels: ``dilate`` by a disk."""
-    return dilate(mask, pixels)
-
-
 def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
     """Fill the holes of a mask that hold at most ``max_area`` pixels (None: every hole).
 

@@ -285,7 +285,7 @@ def test_segment_candidate_and_refinements(files, tmp_path, capsys):
     args = ["--candidate", "2", "--remove-specks", "30", "--fill-holes", "30", "--grow", "3"]
     assert cli.main(segment_args(files, out, *POINT, *args)) == 0, capsys.readouterr().err
     expected = images.remove_specks(candidates[1].mask, 30)
-    expected = images.grow(images.fill_holes(expected, 30), 3)
+    expected = images.dilate(images.fill_holes(expected, 30), 3)
     np.testing.assert_array_equal(np.asarray(Image.open(out).convert("L")) == 255, expected)
     assert "<- written" in capsys.readouterr().out.splitlines()[1]
 

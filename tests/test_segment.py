@@ -518,13 +518,6 @@ def test_fill_holes_and_remove_specks_on_a_large_mask():
     assert filled[500:2500, 300:3700].all() and filled.sum() == 2000 * 3400 + 100
 
 
-def test_grow_is_dilate():
-    mask = np.zeros((9, 9), bool)
-    mask[4, 4] = True
-    np.testing.assert_array_equal(images.grow(mask, 2), images.dilate(mask, 2))
-    assert images.grow(mask, 2).sum() == 13 and not images.grow(mask, -1).any()
-
-
 def test_mask_bbox():
     mask = np.zeros((6, 8), bool)
     mask[2:4, 3] = True
