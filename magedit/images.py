@@ -430,37 +430,33 @@ def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
 
     A hole is a 4-connected region outside the mask that does not touch the image's border.
     (4-connected holes pair with the 8-connected objects of ``remove_specks``: a diagonal chain of
-    mask pixels closes a hole.) Runs in a fraction of a second on a 4000 x 3000 mask.
+    mask pixels closes a hole.) Returns a new array. A fraction of a second on a 4000 x 3000 mask.
     """
     _check_mask_array(mask)
     if max_area is not None and max_area < 0:
         raise ValueError(f"max_area is {max_area}; use 0 or more pixels, or None for every hole")
-    height, width = mask.shape
-    rows, starts, ends = _runs(~mask)
-    labels, count = _label_runs(rows, starts, ends, diagonal=False)
-    area = np.bincount(labels, weights=ends - starts, minlength=count)
-    on_border = (rows == 0) | (rows == height - 1) | (starts == 0) | (ends == width)
-    open_region = np.zeros(count, bool)
-    open_region[labels[on_border]] = True
-    hole = ~open_region[labels]
+    labels, count = ndimage.label(~mask)  # 4-connected regions outside the mask, labels 1..count
+    hole = np.ones(count + 1, bool)
+    hole[0] = False  # label 0 is the mask itself
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        hole[edge] = False
     if max_area is not None:
-        hole &= area[labels] <= max_area
-    return mask | _paint_runs(mask.shape, rows[hole], starts[hole], ends[hole])
+        hole &= np.bincount(labels.ravel(), minlength=count + 1) <= max_area
+    return mask | hole[labels]
 
 
 def remove_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Drop the 8-connected parts of a mask smaller than ``min_area`` pixels.
 
-    Runs in a fraction of a second on a 4000 x 3000 mask.
+    Returns a new array. A fraction of a second on a 4000 x 3000 mask.
     """
     _check_mask_array(mask)
     if min_area < 0:
         raise ValueError(f"min_area is {min_area}; use 0 or more pixels")
-    rows, starts, ends = _runs(mask)
-    labels, count = _label_runs(rows, starts, ends, diagonal=True)
-    area = np.bincount(labels, weights=ends - starts, minlength=count)
-    keep = area[labels] >= min_area
-    return _paint_runs(mask.shape, rows[keep], starts[keep], ends[keep])
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))  # 8-connected parts
+    keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_area
+    keep[0] = False  # label 0 is outside the mask
+    return keep[labels]
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -827,71 +823,3 @@ def _check_same_shape(masks: Sequence[np.ndarray]) -> None:
     if len(shapes) > 1:
         sizes = ", ".join(f"{w}x{h}" for h, w in sorted(shapes))
         raise ValueError(f"the masks have different sizes ({sizes}); pass masks of one image")
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The horizontal runs of True pixels in row-major order: (row, start, end), end exclusive."""
-    height, width = mask.shape
-    padded = np.zeros((height, width + 2), np.int8)
-    padded[:, 1:-1] = mask
-    # +1 at the column where a run starts, -1 at the column one past its end.
-    rows, cols = np.nonzero(np.diff(padded, axis=1))  # each row alternates start, end
-    return rows[0::2], cols[0::2], cols[1::2]
-
-
-def _label_runs(
-    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, diagonal: bool
-) -> tuple[np.ndarray, int]:
-    """Connected components of runs (from ``_runs``): a label in [0, count) per run, and count.
-
-    Runs of consecutive rows are joined when they share a column (or, with ``diagonal``, touch
-    at a corner). The runs of the next row that meet a run form a contiguous slice of the sorted
-    run list, found with two binary searches; the union-find is vectorised: every root hooks onto
-    the smallest root it is joined to, then pointers are jumped to their roots, until each edge
-    joins runs of one root (about log2(runs) rounds).
-    """
-    n = len(rows)
-    if n == 0:
-        return np.zeros(0, np.int64), 0
-    reach = 1 if diagonal else 0
-    stride = int(ends.max()) + 2  # a row's keys stay below the next row's, even +- reach
-    start_keys = rows * stride + starts
-    end_keys = rows * stride + ends
-    next_row = (rows + 1) * stride
-    # Runs j of the next row meeting run i: end_j > start_i - reach and start_j < end_i + reach.
-    first = np.searchsorted(end_keys, next_row + starts - reach, side="right")
-    stop = np.searchsorted(start_keys, next_row + ends + reach, side="left")
-    count = np.maximum(stop - first, 0)
-    a = np.repeat(np.arange(n), count)
-    b = (
-        np.repeat(first, count)
-        + np.arange(count.sum())
-        - np.repeat(np.cumsum(count) - count, count)
-    )
-
-    parent = np.arange(n)
-    while True:
-        root_a, root_b = parent[a], parent[b]
-        apart = root_a != root_b
-        if not apart.any():
-            break
-        root_a, root_b = root_a[apart], root_b[apart]
-        np.minimum.at(parent, np.maximum(root_a, root_b), np.minimum(root_a, root_b))
-        while True:  # parent[x] <= x always, so this ends with every pointer on a root
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                break
-            parent = jumped
-    _, labels = np.unique(parent, return_inverse=True)
-    return labels.reshape(-1), int(labels.max()) + 1
-
-
-def _paint_runs(
-    shape: tuple[int, int], rows: np.ndarray, starts: np.ndarray, ends: np.ndarray
-) -> np.ndarray:
-    """An HxW bool mask holding the given disjoint runs (maximal runs of one mask, or a subset)."""
-    height, width = shape
-    steps = np.zeros((height, width + 1), np.int8)
-    steps[rows, starts] = 1
-    steps[rows, ends] = -1  # runs of one mask never end where another starts
-    return np.cumsum(steps, axis=1, dtype=np.int8)[:, :width].astype(bool)

@@ -480,6 +480,22 @@ def test_remove_specks_counts_diagonal_neighbours():
     np.testing.assert_array_equal(images.remove_specks(mask, 0), mask)
 
 
+def test_fill_holes_and_remove_specks_edge_cases():
+    # (1, 1) meets the border's (0, 0) only at a corner: holes are 4-connected, so it is a hole.
+    corner = grid(".### #.## ####")
+    np.testing.assert_array_equal(images.fill_holes(corner), grid(".### #### ####"))
+    # A hole in a mask that covers every other pixel, and the mask's own specks.
+    ring = grid("### #.# ###")
+    np.testing.assert_array_equal(images.fill_holes(ring, 1), np.ones((3, 3), bool))
+    np.testing.assert_array_equal(images.remove_specks(ring, 8), ring)
+    assert not images.remove_specks(ring, 9).any()
+    for mask in (np.zeros((3, 4), bool), np.ones((3, 4), bool)):
+        np.testing.assert_array_equal(images.fill_holes(mask), mask)
+        np.testing.assert_array_equal(images.remove_specks(mask, 1), mask)
+    filled = images.fill_holes(ring)
+    assert filled is not ring and ring.sum() == 8  # a new array, the input untouched
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_components_match_a_flood_fill(seed):
     rng = np.random.default_rng(seed)
