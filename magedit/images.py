@@ -268,6 +268,21 @@ def load_mask(source: MaskSource, size: tuple[int, int] | None = None) -> np.nda
     return out
 
 
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An HxW ``bool`` mask resized to ``size`` = (height, width) by nearest-neighbour sampling.
+
+    Output pixel (i, j) is input pixel (floor(i * H / height), floor(j * W / width)): torch's
+    ``F.interpolate(mode="nearest")``, which the MAG-Edit code uses for the latent and attention
+    masks, with the scale and the product computed in float32 as torch computes them, so the
+    result is the same bit for bit. Returns a new array (a copy when the size is unchanged).
+    """
+    _check_mask_array(mask)
+    height, width = _check_size_arg(size)
+    rows = _nearest_indices(mask.shape[0], height)
+    cols = _nearest_indices(mask.shape[1], width)
+    return mask[np.ix_(rows, cols)]
+
+
 def mask_to_latent(
     mask: np.ndarray | torch.Tensor,
     size: tuple[int, int],
@@ -275,28 +290,28 @@ def mask_to_latent(
 ) -> torch.Tensor:
     """A mask resized to ``size`` = (h, w) as a float (1, 1, h, w) tensor of 0s and 1s.
 
-    Computed as ``(F.interpolate(mask_1x1HW.float(), size=size) != 0).float()`` with the default
-    "nearest" mode (source index ``floor(i * H / h)``), exactly as the MAG-Edit code does it for
-    the latent and for every attention resolution. ``mask`` is HxW (numpy or tensor) or a tensor
-    (1, H, W) / (1, 1, H, W); the result is computed where the mask lives, then moved to
-    ``device``.
+    ``mask`` is HxW (numpy or tensor) or a tensor (1, H, W) / (1, 1, H, W); a pixel is inside
+    when it is non-zero. The result is ``resize_mask`` of it: bit for bit the MAG-Edit code's
+    ``(F.interpolate(mask_1x1HW.float(), size=size) != 0).float()`` (default "nearest" mode,
+    source index ``floor(i * H / h)``) for the latent and every attention resolution. Computed
+    on the CPU, then moved to ``device``.
     """
     import torch
-    import torch.nn.functional as F
 
     if isinstance(mask, np.ndarray):
         if mask.ndim != 2:
             raise ValueError(f"the mask array has shape {mask.shape}; pass an HxW mask")
-        tensor = torch.from_numpy(np.ascontiguousarray(mask)).float()
+        array = mask != 0
     else:
-        tensor = mask.float()
-    while tensor.ndim < 4:
-        tensor = tensor.unsqueeze(0)
-    if tensor.ndim != 4 or tensor.shape[:2] != (1, 1):
-        raise ValueError(
-            f"the mask has shape {tuple(mask.shape)}; pass (H, W), (1, H, W) or (1, 1, H, W)"
-        )
-    latent = (F.interpolate(tensor, size=_check_size_arg(size)) != 0).float()  # (1, 1, h, w)
+        tensor = mask
+        while tensor.ndim < 4:
+            tensor = tensor.unsqueeze(0)
+        if tensor.ndim != 4 or tensor.shape[:2] != (1, 1):
+            raise ValueError(
+                f"the mask has shape {tuple(mask.shape)}; pass (H, W), (1, H, W) or (1, 1, H, W)"
+            )
+        array = tensor[0, 0].detach().cpu().numpy() != 0
+    latent = torch.from_numpy(resize_mask(array, size)).float()[None, None]  # (1, 1, h, w)
     return latent if device is None else latent.to(device)
 
 
@@ -791,6 +806,16 @@ def _tensor_mask_to_array(tensor: torch.Tensor) -> np.ndarray:
             "(1, 1, H, W)"
         )
     return tensor.detach().cpu().numpy()
+
+
+def _nearest_indices(source: int, target: int) -> np.ndarray:
+    """The source index of each of ``target`` nearest-neighbour samples, floor(i * source /
+    target), in float32 as torch's nearest interpolation computes it: exact integer arithmetic
+    gives another index for a few sizes (2 -> 82 rows: row 41 is 41 * 2 / 82 = 1, but
+    41 * float32(2 / 82) is just below 1, so torch takes row 0)."""
+    scale = np.float32(source) / np.float32(target)
+    index = np.floor(np.arange(target, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(index, source - 1)
 
 
 def _check_image_array(image: np.ndarray, what: str) -> None:

@@ -55,9 +55,6 @@ def heatmap_overlay(
     out = image.astype(np.float32) / 255.0 * (1 - alpha) + colour * alpha
     out = (out * 255).round().astype(np.uint8)
     if mask is not None:
-        m = (
-            np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST))
-            > 0
-        )
+        m = images.resize_mask(mask, (h, w))  # sampled as the pipeline samples its masks
         out[m & ~images.dilate(m, -1)] = 255  # the mask's inner 1-pixel edge
     return out

@@ -22,6 +22,7 @@ from magedit.images import (
     mask_to_latent,
     processing_size,
     resize_image,
+    resize_mask,
     tensor_to_image,
 )
 
@@ -478,6 +479,38 @@ def test_mask_to_latent_hand_computed():
     literal = (torch.nn.functional.interpolate(literal, size=(16, 16)) != 0).float()
     assert torch.equal(mask_to_latent(big, (16, 16)), literal)
     assert torch.equal(mask_to_latent(literal, (16, 16), device="cpu"), literal)
+
+
+def test_resize_mask_hand_computed():
+    dots = np.zeros((4, 4), dtype=bool)
+    dots[1, 1] = True
+    dots[2, 2] = True
+    # 4 -> 2 samples rows and columns floor(i * 4 / 2) = 0, 2; 4 -> 3 samples 0, 1, 2.
+    assert resize_mask(dots, (2, 2)).tolist() == [[False, False], [False, True]]
+    assert resize_mask(dots, (3, 3)).tolist() == [[0, 0, 0], [0, 1, 0], [0, 0, 1]]
+    up = resize_mask(np.array([[True, False]]), (2, 5))  # columns floor(j * 2 / 5): 0 0 0 1 1
+    assert up.tolist() == [[1, 1, 1, 0, 0]] * 2
+    same = resize_mask(dots, (4, 4))
+    assert same is not dots and np.array_equal(same, dots)
+    # Row 41 of 82 is 41 * 2 / 82 = 1 exactly, but torch computes 41 * float32(2 / 82), just
+    # below 1, and takes row 0; so do we.
+    rows = resize_mask(np.array([[False], [True]]), (82, 1))[:, 0]
+    assert not rows[:42].any() and rows[42:].all()
+    with pytest.raises(ValueError, match="pass an HxW bool array"):
+        resize_mask(dots.astype(np.uint8), (2, 2))
+    with pytest.raises(ValueError, match=r"size is \(0, 2\)"):
+        resize_mask(dots, (0, 2))
+
+
+@pytest.mark.parametrize("source", [(37, 53), (2, 3), (9, 14), (123, 94), (64, 64)])
+def test_resize_mask_is_torch_nearest_bit_for_bit(source):
+    mask = np.random.default_rng(sum(source)).random(source) > 0.5
+    literal = torch.from_numpy(mask).float()[None, None]
+    # Odd sizes both ways, and sizes where float32 and exact integer arithmetic disagree.
+    for size in [(1, 1), (16, 16), (7, 5), (17, 31), (82, 94), (110, 122), (74, 123), (46, 92)]:
+        expected = torch.nn.functional.interpolate(literal, size=size)[0, 0] != 0
+        np.testing.assert_array_equal(resize_mask(mask, size), expected.numpy())
+        assert torch.equal(mask_to_latent(mask, size)[0, 0], expected.float())
 
 
 # ----------------------------------------------------------------------------------------------
