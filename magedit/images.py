@@ -223,7 +223,7 @@ def load_mask(source: MaskSource, size: tuple[int, int] | None = None) -> np.nda
         source: a path, bytes, a file object, a PIL image, a numpy array (bool, integer or float;
             HxW or HxWxC channels last) or a torch tensor (H, W), (1, H, W) or (1, 1, H, W).
         size: (height, width) of the image the mask belongs to. A mask of another size is resized
-            to it with nearest-neighbour sampling.
+            to it with ``resize_mask`` (nearest-neighbour, as the pipeline samples its masks).
 
     A pixel is inside when any of its colour channels is non-zero. When the source has an alpha
     channel that is not fully opaque, pixels with alpha 0 are outside whatever their colour:
@@ -256,10 +256,7 @@ def load_mask(source: MaskSource, size: tuple[int, int] | None = None) -> np.nda
     height, width = _check_size_arg(size)
     if mask.shape == (height, width):
         return mask
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
-        (width, height), Image.Resampling.NEAREST
-    )
-    out = np.asarray(resized) != 0
+    out = resize_mask(mask, (height, width))
     if not out.any():
         raise ValueError(
             f"the mask marks {int(mask.sum())} pixels of {mask.shape[1]}x{mask.shape[0]} and none "

@@ -436,11 +436,12 @@ def test_mask_resize_is_nearest():
     expected[:2, :3] = True
     np.testing.assert_array_equal(big, expected)
 
-    # 4 -> 2 samples the source pixel under each target pixel's centre: floor((i + 0.5) * 2).
+    # 4 -> 2 samples rows and columns floor(i * 4 / 2) = 0, 2, as resize_mask and the pipeline's
+    # latent masks do (PIL's nearest, used before, sampled the centres 1, 3).
     dots = np.zeros((4, 4), dtype=bool)
     dots[1, 1] = True
     dots[2, 2] = True
-    assert load_mask(dots, size=(2, 2)).tolist() == [[True, False], [False, False]]
+    assert load_mask(dots, size=(2, 2)).tolist() == [[False, False], [False, True]]
     np.testing.assert_array_equal(load_mask(dots, size=(4, 4)), dots)
 
 
