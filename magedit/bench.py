@@ -536,12 +536,6 @@ class BenchSummary:
     outputs: list[Path]
 
 
-def composite_band(shape: tuple[int, ...]) -> int:
-    """How far (pixels) ``images.composite`` lets an edit reach past the mask by default: the
-    pixel metrics are measured outside that band, where our edits promise the original pixels."""
-    return max(2, round(0.01 * max(shape[:2])))
-
-
 def run_bench(
     dataset: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -691,7 +685,7 @@ def run_bench(
                 write_image(out / output, result.composited)
                 start = time.perf_counter()
                 scores = metrics.measure(
-                    image, result.composited, mask, phrase, composite_band(image.shape)
+                    image, result.composited, mask, phrase, images.composite_band(image.shape)
                 )
                 coverage = float(mask.mean())
                 row = {

@@ -358,6 +358,14 @@ def feather(mask: np.ndarray, pixels: float) -> np.ndarray:
     return np.asarray(blurred, dtype=np.float32) / 255
 
 
+def composite_band(shape: tuple[int, ...]) -> int:
+    """How far past the mask, in pixels, ``composite`` lets an edit reach by default in an image
+    of ``shape`` (H, W) or (H, W, C): 1% of the long side, rounded (halves to even), at least 2.
+    Every pixel farther from the mask is the original's, so pixel metrics are measured outside
+    this band."""
+    return max(2, round(0.01 * max(shape[:2])))
+
+
 def composite(
     original: np.ndarray,
     edited: np.ndarray,
@@ -373,8 +381,8 @@ def composite(
         edited: HWC ``uint8`` RGB of any size (the processing size); resized to the original's
             size with Lanczos.
         mask: HxW ``bool`` at the original's resolution.
-        dilate_px: how far past the mask the edit may reach, in pixels; default 1% of the long
-            side, at least 2.
+        dilate_px: how far past the mask the edit may reach, in pixels; default
+            ``composite_band(original.shape)``, 1% of the long side, at least 2.
         feather_px: standard deviation of the blend's Gaussian ramp; default ``dilate_px / 4``.
 
     The blend weight is ``feather(dilate(mask, dilate_px // 2), feather_px)`` times the region
@@ -398,7 +406,7 @@ def composite(
             f"{width}x{height}; load the mask with load_mask(..., size=image.shape[:2])"
         )
     if dilate_px is None:
-        dilate_px = max(2, round(0.01 * max(height, width)))
+        dilate_px = composite_band(original.shape)
     if dilate_px < 0:
         raise ValueError(f"dilate_px is {dilate_px}; use 0 or more pixels")
     if feather_px is None:

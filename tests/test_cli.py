@@ -87,7 +87,7 @@ def test_edit_writes_the_composite_the_raw_edit_and_the_log(files, tmp_path, cap
     photo = scene(H, W)
     result = np.asarray(Image.open(out))
     assert result.shape == photo.shape
-    band = images.dilate(scene_mask(H, W), max(2, round(0.01 * max(H, W))))
+    band = images.dilate(scene_mask(H, W), images.composite_band((H, W)))
     assert np.array_equal(result[~band], photo[~band])
     assert np.asarray(Image.open(raw)).shape == (192, 256, 3)
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.png"]  # no temp file left
@@ -301,7 +301,7 @@ def test_edit_takes_clicks_instead_of_a_mask(files, tmp_path, capsys):
     assert f"score {best.score:.3f}, covers {best.coverage:.1%} of the image" in captured.err
 
     photo, result = scene(H, W), np.asarray(Image.open(out))
-    band = images.dilate(best.mask, max(2, round(0.01 * max(H, W))))
+    band = images.dilate(best.mask, images.composite_band((H, W)))
     assert result.shape == photo.shape and np.array_equal(result[~band], photo[~band])
     record = json.loads(log.read_text())
     assert record["mask"] is None

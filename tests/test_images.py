@@ -13,6 +13,7 @@ from PIL import Image, ImageFile
 
 from magedit.images import (
     composite,
+    composite_band,
     dilate,
     feather,
     image_hash,
@@ -590,8 +591,7 @@ def test_composite_keeps_outside_pixels_and_the_original_resolution():
     out = composite(original, edited, mask)
     assert out.shape == (300, 517, 3) and out.dtype == np.uint8
 
-    dilate_px = max(2, round(0.01 * 517))  # the default
-    region = dilate(mask, dilate_px)
+    region = dilate(mask, composite_band(original.shape))  # the default reach
     np.testing.assert_array_equal(out[~region], original[~region])
 
     resized = resize_image(edited, (300, 517)).astype(int)
@@ -601,6 +601,14 @@ def test_composite_keeps_outside_pixels_and_the_original_resolution():
     # Between the two, a blend of both.
     ring = region & ~mask
     assert (out[ring] != original[ring]).any()
+
+
+def test_composite_band_is_one_percent_of_the_long_side_at_least_two():
+    assert composite_band((300, 517, 3)) == 5  # 5.17
+    assert composite_band((3000, 4000)) == 40
+    assert composite_band((450, 100)) == 4  # 4.5 rounds to even
+    assert composite_band((250, 100)) == 2  # 2.5 rounds to even
+    assert composite_band((64, 64)) == 2  # 0.64, at least 2
 
 
 def test_composite_without_feathering_is_a_hard_paste():
