@@ -439,12 +439,6 @@ def mask_union(*masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def mask_subtract(mask: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` that are not in ``other`` (a region clicked away). A new array."""
-    _check_same_shape((mask, other))
-    return mask & ~other
-
-
 def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
     """Fill the holes of a mask that hold at most ``max_area`` pixels (None: every hole).
 
