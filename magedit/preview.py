@@ -35,7 +35,10 @@ def normalize_map(attention: np.ndarray) -> np.ndarray:
 def heatmap_overlay(
     image: np.ndarray, attention: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.55
 ) -> np.ndarray:
-    """An attention map (any size) coloured over ``image`` (HWC uint8), the mask outlined in white."""
+    """An attention map (any size) coloured over ``image`` (HWC uint8), the mask outlined in white.
+
+    ``mask``: HxW bool of any size, resized to the image's with ``images.resize_mask``; its
+    outline is its inner 1-pixel edge (``mask & ~images.dilate(mask, -1)``)."""
     from PIL import Image
 
     h, w = image.shape[:2]
