@@ -319,8 +319,8 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     whose Euclidean distance to the mask is at most ``|pixels|``, shrinking removes every mask
     pixel at most that far from a pixel outside it. Pixels beyond the image border count as
     outside when growing and do not erode the mask when shrinking, so a region that touches the
-    border keeps touching it. 0 returns a copy. Returns a new array. About half a second on a
-    4000 x 3000 mask whatever the radius (one distance transform).
+    border keeps touching it. 0 returns a copy. Returns a new array. Well under a second on a
+    4000 x 3000 mask at any radius: one distance transform.
     """
     _check_mask_array(mask)
     if pixels == 0 or not mask.any():
