@@ -673,7 +673,7 @@ def clicked_mask(clicks: Clicks | None, grow: float) -> np.ndarray | None:
     candidate = clicks.candidate if clicks is not None else None
     if candidate is None:
         return None
-    return images.grow(candidate.mask, int(grow or 0))
+    return images.dilate(candidate.mask, int(grow or 0))
 
 
 def render_clicks(clicks: Clicks, grow: float) -> np.ndarray | None:
@@ -689,7 +689,7 @@ def render_clicks(clicks: Clicks, grow: float) -> np.ndarray | None:
         rows = np.arange(h) * height // h
         cols = np.arange(w) * width // w
         mask = candidate.mask[np.ix_(rows, cols)]
-        shown = images.mask_overlay(shown, images.grow(mask, round((grow or 0) * w / width)))
+        shown = images.mask_overlay(shown, images.dilate(mask, round((grow or 0) * w / width)))
     else:
         shown = shown.copy()
     radius = max(3, round(max(h, w) / 150))

@@ -316,8 +316,8 @@ def check_edit(
     result = np.asarray(Image.open(path).convert("RGB"))
     if result.shape != photo.shape:
         raise ValueError(f"result is {result.shape}, the photo {photo.shape}")
-    # images.composite keeps every pixel outside dilate(mask, max(2, 1% of the long side)).
-    outside = ~images.grow(mask, max(2, round(0.01 * max(mask.shape))) + 2)
+    # images.composite keeps every pixel outside dilate(mask, composite_band(mask.shape)).
+    outside = ~images.dilate(mask, images.composite_band(mask.shape) + 2)
     changed_outside = int((result[outside] != photo[outside]).any(-1).sum())
     if changed_outside:
         raise ValueError(f"{changed_outside} pixels outside the mask differ from the photo")

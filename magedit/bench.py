@@ -528,12 +528,6 @@ class BenchSummary:
     outputs: list[Path]
 
 
-def composite_band(shape: tuple[int, ...]) -> int:
-    """How far (pixels) ``images.composite`` lets an edit reach past the mask by default: the
-    pixel metrics are measured outside that band, where our edits promise the original pixels."""
-    return max(2, round(0.01 * max(shape[:2])))
-
-
 def _prepare(pipe, item: Item, config: EditConfig):
     """The item's edit under ``config``, checked (``MagEditPipeline.prepare``)."""
     return pipe.prepare(
@@ -672,7 +666,7 @@ def run_bench(
                 write_image(out / output, result.composited)
                 start = time.perf_counter()
                 scores = metrics.measure(
-                    image, result.composited, mask, phrase, composite_band(image.shape)
+                    image, result.composited, mask, phrase, images.composite_band(image.shape)
                 )
                 coverage = float(mask.mean())
                 row = {

@@ -815,7 +815,7 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.fill_holes:
         mask = images.fill_holes(mask, args.fill_holes)
     if args.grow:
-        mask = images.grow(mask, args.grow)
+        mask = images.dilate(mask, args.grow)
     coverage = images.check_mask_coverage(mask)
 
     # 4. Write the mask (white on black, the image's size) and the overlay, each atomically.

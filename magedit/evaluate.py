@@ -52,11 +52,6 @@ SSIM_SIGMA, SSIM_RADIUS, SSIM_K1, SSIM_K2 = 1.5, 5, 0.01, 0.03
 # Regions and phrases
 
 
-def crop_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """The mask's bounding box ``(x0, y0, x1, y1)``, x1/y1 one past the last pixel (as PIL)."""
-    return images.mask_bbox(mask)
-
-
 def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """HWC image -> the (y1 - y0, x1 - x0, C) window of ``box`` (a copy)."""
     x0, y0, x1, y1 = box
@@ -386,7 +381,7 @@ class Metrics:
         """Local CLIP score (x100), DINO distance, PSNR (dB) and SSIM outside the mask grown by
         ``band_px`` pixels. ``source``/``edited``: HWC uint8 of one size; ``mask``: (H, W) bool."""
         _check_pair(source, edited, mask)
-        box = crop_box(mask)
+        box = images.mask_bbox(mask)
         source_crop, edited_crop = crop(source, box), crop(edited, box)
         return {
             "clip": self.clip.score(edited_crop, phrase),

@@ -545,7 +545,14 @@ class MagEditPipeline:
         prepared = []
         for number, region in enumerate(regions, 1):
             with blame("mask", number):
-                region_mask = images.load_mask(region.mask, size=original.shape[:2])
+                # Read and checked when the Region was made; fitted to the photo here.
+                region_mask = images.resize_mask(region.mask, original.shape[:2])
+                if not region_mask.any():
+                    (mh, mw), (ph, pw) = region.mask.shape, original.shape[:2]
+                    raise ValueError(
+                        f"the mask marks {int(region.mask.sum())} pixels of its {mw}x{mh} and "
+                        f"none is left at the photo's {pw}x{ph}; mark a larger region"
+                    )
                 images.check_mask_coverage(region_mask)
                 attention_mask = images.mask_to_latent(region_mask, (ah, aw))
                 if attention_mask.sum() == 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from magedit import images
+
 # A linear map from SD v1.x latents to RGB, fitted on decoded images by the community (used by
 # many UIs for live previews). Good enough to watch an edit progress; the final image is decoded.
 LATENT_RGB_FACTORS = torch.tensor(
@@ -33,7 +35,10 @@ def normalize_map(attention: np.ndarray) -> np.ndarray:
 def heatmap_overlay(
     image: np.ndarray, attention: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.55
 ) -> np.ndarray:
-    """An attention map (any size) coloured over ``image`` (HWC uint8), the mask outlined in white."""
+    """An attention map (any size) coloured over ``image`` (HWC uint8), the mask outlined in white.
+
+    ``mask``: HxW bool of any size, resized to the image's with ``images.resize_mask``; its
+    outline is its inner 1-pixel edge (``mask & ~images.dilate(mask, -1)``)."""
     from PIL import Image
 
     h, w = image.shape[:2]
@@ -53,18 +58,6 @@ def heatmap_overlay(
     out = image.astype(np.float32) / 255.0 * (1 - alpha) + colour * alpha
     out = (out * 255).round().astype(np.uint8)
     if mask is not None:
-        m = (
-            np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST))
-            > 0
-        )
-        edge = m & ~(_erode(m))
-        out[edge] = 255
+        m = images.resize_mask(mask, (h, w))  # sampled as the pipeline samples its masks
+        out[m & ~images.dilate(m, -1)] = 255  # the mask's inner 1-pixel edge
     return out
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    padded = np.pad(mask, 1, mode="edge")
-    core = padded[1:-1, 1:-1]
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        core = core & padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
-    return core

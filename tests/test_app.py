@@ -457,7 +457,7 @@ def test_the_grow_slider_grows_the_shown_and_used_mask(get_seg, photo_path, sess
     clicks = click(get_seg, photo_path, session)[1]
     sam = clicks.candidates[0].mask
     grown = app.clicked_mask(clicks, 4)
-    assert np.array_equal(grown, images.grow(sam, 4)) and grown.sum() > sam.sum()
+    assert np.array_equal(grown, images.dilate(sam, 4)) and grown.sum() > sam.sum()
     shown = app.render_clicks(clicks, 4)
     outside = ~grown
     outside[OBJECT[1] - 10 : OBJECT[1] + 11, OBJECT[0] - 10 : OBJECT[0] + 11] = False  # the dot
@@ -485,7 +485,7 @@ def test_the_brush_refines_the_clicked_mask(
             next(app.run_edit(get_pipe, tmp_path, app.TIME_LIMIT, **kwargs))
         return received[-1]
 
-    clicked = images.grow(clicks.candidates[0].mask, 6)
+    clicked = images.dilate(clicks.candidates[0].mask, 6)
     # After the click the brush shows the photo with the clicked mask (grown) tinted, no paint.
     view = app.brush_view(clicks, 6)
     assert view["layers"] == [] and view["background"].shape == (H, W, 3)
@@ -510,7 +510,7 @@ def test_the_brush_refines_the_clicked_mask(
     assert np.array_equal(edit({**view, "layers": [half]}), clicked | _box(corner))
     # The next candidate, when chosen, is the one shown and used.
     second = app.next_candidate(clicks, 0)[1]
-    other_mask = images.grow(second.candidates[1].mask, 6)
+    other_mask = images.dilate(second.candidates[1].mask, 6)
     shown = app.brush_view(second, 6)["background"]
     assert np.array_equal(shown, images.mask_overlay(photo(), other_mask, app.ADD_RGBA[:3]))
     assert np.array_equal(edit(None, clicks=second), other_mask)
@@ -890,7 +890,7 @@ def test_a_two_region_edit_runs_and_reports_its_regions(get_pipe, tmp_path):
     assert regions[1]["pixels"] == 40 * 50
     before, after = final["result"]
     outside = ~(_box(BOX) | _box(table))
-    outside[images.grow(~outside, 8)] = False  # away from the feathered edges
+    outside[images.dilate(~outside, 8)] = False  # away from the feathered edges
     assert np.array_equal(after[outside], before[outside])
 
 

@@ -87,7 +87,7 @@ def test_edit_writes_the_composite_the_raw_edit_and_the_log(files, tmp_path, cap
     photo = scene(H, W)
     result = np.asarray(Image.open(out))
     assert result.shape == photo.shape
-    band = images.dilate(scene_mask(H, W), max(2, round(0.01 * max(H, W))))
+    band = images.dilate(scene_mask(H, W), images.composite_band((H, W)))
     assert np.array_equal(result[~band], photo[~band])
     assert np.asarray(Image.open(raw)).shape == (192, 256, 3)
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.png"]  # no temp file left
@@ -298,7 +298,7 @@ def test_segment_candidate_and_refinements(files, tmp_path, capsys):
     args = ["--candidate", "2", "--remove-specks", "30", "--fill-holes", "30", "--grow", "3"]
     assert cli.main(segment_args(files, out, *POINT, *args)) == 0, capsys.readouterr().err
     expected = images.remove_specks(candidates[1].mask, 30)
-    expected = images.grow(images.fill_holes(expected, 30), 3)
+    expected = images.dilate(images.fill_holes(expected, 30), 3)
     np.testing.assert_array_equal(np.asarray(Image.open(out).convert("L")) == 255, expected)
     assert "<- written" in capsys.readouterr().out.splitlines()[1]
 
@@ -314,7 +314,7 @@ def test_edit_takes_clicks_instead_of_a_mask(files, tmp_path, capsys):
     assert f"score {best.score:.3f}, covers {best.coverage:.1%} of the image" in captured.err
 
     photo, result = scene(H, W), np.asarray(Image.open(out))
-    band = images.dilate(best.mask, max(2, round(0.01 * max(H, W))))
+    band = images.dilate(best.mask, images.composite_band((H, W)))
     assert result.shape == photo.shape and np.array_equal(result[~band], photo[~band])
     record = json.loads(log.read_text())
     assert record["mask"] is None

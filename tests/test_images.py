@@ -13,8 +13,8 @@ from PIL import Image, ImageFile
 
 from magedit.images import (
     composite,
+    composite_band,
     dilate,
-    dilate_mask_tensor,
     feather,
     image_hash,
     image_to_tensor,
@@ -23,6 +23,7 @@ from magedit.images import (
     mask_to_latent,
     processing_size,
     resize_image,
+    resize_mask,
     tensor_to_image,
 )
 
@@ -436,11 +437,12 @@ def test_mask_resize_is_nearest():
     expected[:2, :3] = True
     np.testing.assert_array_equal(big, expected)
 
-    # 4 -> 2 samples the source pixel under each target pixel's centre: floor((i + 0.5) * 2).
+    # 4 -> 2 samples rows and columns floor(i * 4 / 2) = 0, 2, as resize_mask and the pipeline's
+    # latent masks do (PIL's nearest, used before, sampled the centres 1, 3).
     dots = np.zeros((4, 4), dtype=bool)
     dots[1, 1] = True
     dots[2, 2] = True
-    assert load_mask(dots, size=(2, 2)).tolist() == [[True, False], [False, False]]
+    assert load_mask(dots, size=(2, 2)).tolist() == [[False, False], [False, True]]
     np.testing.assert_array_equal(load_mask(dots, size=(4, 4)), dots)
 
 
@@ -481,18 +483,36 @@ def test_mask_to_latent_hand_computed():
     assert torch.equal(mask_to_latent(literal, (16, 16), device="cpu"), literal)
 
 
-def test_dilate_mask_tensor():
-    mask = torch.zeros(1, 1, 5, 5)
-    mask[0, 0, 2, 2] = 1
-    mask[0, 0, 0, 4] = 1
-    out = dilate_mask_tensor(mask)
-    assert out.shape == (1, 1, 5, 5)
-    expected = torch.zeros(5, 5)
-    expected[1:4, 1:4] = 1
-    expected[0:2, 3:5] = 1
-    assert torch.equal(out[0, 0], expected)
-    with pytest.raises(ValueError, match="odd"):
-        dilate_mask_tensor(mask, k=2)
+def test_resize_mask_hand_computed():
+    dots = np.zeros((4, 4), dtype=bool)
+    dots[1, 1] = True
+    dots[2, 2] = True
+    # 4 -> 2 samples rows and columns floor(i * 4 / 2) = 0, 2; 4 -> 3 samples 0, 1, 2.
+    assert resize_mask(dots, (2, 2)).tolist() == [[False, False], [False, True]]
+    assert resize_mask(dots, (3, 3)).tolist() == [[0, 0, 0], [0, 1, 0], [0, 0, 1]]
+    up = resize_mask(np.array([[True, False]]), (2, 5))  # columns floor(j * 2 / 5): 0 0 0 1 1
+    assert up.tolist() == [[1, 1, 1, 0, 0]] * 2
+    same = resize_mask(dots, (4, 4))
+    assert same is not dots and np.array_equal(same, dots)
+    # Row 41 of 82 is 41 * 2 / 82 = 1 exactly, but torch computes 41 * float32(2 / 82), just
+    # below 1, and takes row 0; so do we.
+    rows = resize_mask(np.array([[False], [True]]), (82, 1))[:, 0]
+    assert not rows[:42].any() and rows[42:].all()
+    with pytest.raises(ValueError, match="pass an HxW bool array"):
+        resize_mask(dots.astype(np.uint8), (2, 2))
+    with pytest.raises(ValueError, match=r"size is \(0, 2\)"):
+        resize_mask(dots, (0, 2))
+
+
+@pytest.mark.parametrize("source", [(37, 53), (2, 3), (9, 14), (123, 94), (64, 64)])
+def test_resize_mask_is_torch_nearest_bit_for_bit(source):
+    mask = np.random.default_rng(sum(source)).random(source) > 0.5
+    literal = torch.from_numpy(mask).float()[None, None]
+    # Odd sizes both ways, and sizes where float32 and exact integer arithmetic disagree.
+    for size in [(1, 1), (16, 16), (7, 5), (17, 31), (82, 94), (110, 122), (74, 123), (46, 92)]:
+        expected = torch.nn.functional.interpolate(literal, size=size)[0, 0] != 0
+        np.testing.assert_array_equal(resize_mask(mask, size), expected.numpy())
+        assert torch.equal(mask_to_latent(mask, size)[0, 0], expected.float())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,6 +530,25 @@ def test_dilate_uses_a_disk():
     np.testing.assert_array_equal(dilate(mask, 0), mask)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_dilate_matches_the_disk_definition(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((23, 31)) < (0.05, 0.5, 0.95)[seed]
+    padded_out = np.pad(mask, 8, constant_values=False)  # beyond the border: outside ...
+    padded_in = np.pad(mask, 8, constant_values=True)  # ... or, when shrinking, never eroding
+    for radius in (1, 2, 3, 5, 8):
+        grown = np.zeros_like(mask)
+        shrunk = np.ones_like(mask)
+        for dy in range(-radius, radius + 1):
+            for dx in range(-radius, radius + 1):
+                if dy * dy + dx * dx <= radius * radius:
+                    rows, cols = slice(8 + dy, 8 + dy + 23), slice(8 + dx, 8 + dx + 31)
+                    grown |= padded_out[rows, cols]
+                    shrunk &= padded_in[rows, cols]
+        np.testing.assert_array_equal(dilate(mask, radius), grown)
+        np.testing.assert_array_equal(dilate(mask, -radius), shrunk)
+
+
 def test_dilate_negative_erodes_but_not_from_the_border():
     mask = np.zeros((12, 12), dtype=bool)
     mask[2:9, 0:7] = True  # 7x7, touching the left border
@@ -518,6 +557,8 @@ def test_dilate_negative_erodes_but_not_from_the_border():
     expected[3:8, 0:6] = True
     np.testing.assert_array_equal(eroded, expected)
     assert not dilate(mask, -4).any()
+    full = np.ones((5, 7), dtype=bool)  # every neighbour is inside or beyond the border
+    np.testing.assert_array_equal(dilate(full, -2), full)
 
 
 def test_dilate_on_a_large_mask():
@@ -550,8 +591,7 @@ def test_composite_keeps_outside_pixels_and_the_original_resolution():
     out = composite(original, edited, mask)
     assert out.shape == (300, 517, 3) and out.dtype == np.uint8
 
-    dilate_px = max(2, round(0.01 * 517))  # the default
-    region = dilate(mask, dilate_px)
+    region = dilate(mask, composite_band(original.shape))  # the default reach
     np.testing.assert_array_equal(out[~region], original[~region])
 
     resized = resize_image(edited, (300, 517)).astype(int)
@@ -561,6 +601,14 @@ def test_composite_keeps_outside_pixels_and_the_original_resolution():
     # Between the two, a blend of both.
     ring = region & ~mask
     assert (out[ring] != original[ring]).any()
+
+
+def test_composite_band_is_one_percent_of_the_long_side_at_least_two():
+    assert composite_band((300, 517, 3)) == 5  # 5.17
+    assert composite_band((3000, 4000)) == 40
+    assert composite_band((450, 100)) == 4  # 4.5 rounds to even
+    assert composite_band((250, 100)) == 2  # 2.5 rounds to even
+    assert composite_band((64, 64)) == 2  # 0.64, at least 2
 
 
 def test_composite_without_feathering_is_a_hard_paste():

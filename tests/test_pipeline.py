@@ -74,7 +74,7 @@ def test_composite_keeps_every_pixel_outside_the_dilated_mask(tiny_pipe, region)
     mask = scene_mask(300, 400)
     _, result = run(tiny_pipe, original, mask, config())
     assert result.composited.shape == original.shape
-    band = max(2, round(0.01 * 400))
+    band = images.composite_band(original.shape)
     outside = ~images.dilate(mask, band)
     assert np.array_equal(result.composited[outside], original[outside])
     inside = images.dilate(mask, -band)

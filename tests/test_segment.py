@@ -416,12 +416,11 @@ def bfs_areas(mask: np.ndarray, diagonal: bool) -> tuple[np.ndarray, list[int], 
     return labels, areas, edge
 
 
-def test_union_and_subtract():
+def test_union():
     a = grid("##.. ##.. ....")
     b = grid(".##. .... ...#")
     np.testing.assert_array_equal(images.mask_union(a, b), grid("###. ##.. ...#"))
     np.testing.assert_array_equal(images.mask_union(a), a)
-    np.testing.assert_array_equal(images.mask_subtract(a, b), grid("#... ##.. ...."))
     union = images.mask_union(a, b)
     assert union is not a and a.sum() == 4  # inputs untouched
     with pytest.raises(ValueError, match=r"different sizes \(4x3, 5x3\)"):
@@ -429,7 +428,7 @@ def test_union_and_subtract():
     with pytest.raises(ValueError, match="at least one mask"):
         images.mask_union()
     with pytest.raises(ValueError, match="pass an HxW bool array"):
-        images.mask_subtract(a, b.astype(np.uint8))
+        images.mask_union(a, b.astype(np.uint8))
 
 
 def test_fill_holes_by_area_and_not_at_the_border():
@@ -480,6 +479,22 @@ def test_remove_specks_counts_diagonal_neighbours():
     np.testing.assert_array_equal(images.remove_specks(mask, 0), mask)
 
 
+def test_fill_holes_and_remove_specks_edge_cases():
+    # (1, 1) meets the border's (0, 0) only at a corner: holes are 4-connected, so it is a hole.
+    corner = grid(".### #.## ####")
+    np.testing.assert_array_equal(images.fill_holes(corner), grid(".### #### ####"))
+    # A hole in a mask that covers every other pixel, and the mask's own specks.
+    ring = grid("### #.# ###")
+    np.testing.assert_array_equal(images.fill_holes(ring, 1), np.ones((3, 3), bool))
+    np.testing.assert_array_equal(images.remove_specks(ring, 8), ring)
+    assert not images.remove_specks(ring, 9).any()
+    for mask in (np.zeros((3, 4), bool), np.ones((3, 4), bool)):
+        np.testing.assert_array_equal(images.fill_holes(mask), mask)
+        np.testing.assert_array_equal(images.remove_specks(mask, 1), mask)
+    filled = images.fill_holes(ring)
+    assert filled is not ring and ring.sum() == 8  # a new array, the input untouched
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_components_match_a_flood_fill(seed):
     rng = np.random.default_rng(seed)
@@ -516,13 +531,6 @@ def test_fill_holes_and_remove_specks_on_a_large_mask():
     assert cleaned[2900:2910, 3900:3910].all() and not cleaned[:400].any()
     assert filled[1000:1003, 1000:1003].all() and filled[1500, 1500]
     assert filled[500:2500, 300:3700].all() and filled.sum() == 2000 * 3400 + 100
-
-
-def test_grow_is_dilate():
-    mask = np.zeros((9, 9), bool)
-    mask[4, 4] = True
-    np.testing.assert_array_equal(images.grow(mask, 2), images.dilate(mask, 2))
-    assert images.grow(mask, 2).sum() == 13 and not images.grow(mask, -1).any()
 
 
 def test_mask_bbox():
