@@ -13,17 +13,18 @@ __all__ = [
     "preset",
     "MagEditPipeline",
     "Region",
+    "PreparedEdit",
     "EditEvent",
     "EditResult",
 ]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from magedit.pipeline import EditEvent, EditResult, MagEditPipeline, Region
+    from magedit.pipeline import EditEvent, EditResult, MagEditPipeline, PreparedEdit, Region
 
 
 def __getattr__(name: str) -> Any:
-    if name in {"MagEditPipeline", "Region", "EditEvent", "EditResult"}:
+    if name in {"MagEditPipeline", "Region", "PreparedEdit", "EditEvent", "EditResult"}:
         from magedit import pipeline
 
         return getattr(pipeline, name)

@@ -1,6 +1,7 @@
 """The benchmark runner behind ``magedit bench``: every method on every item of a dataset, the
 metrics of ``magedit.evaluate``, a CSV, a Markdown table in the layout of the paper's Table 1 and
-a contact sheet. Resumable; sharded over processes under ``accelerate launch``.
+a contact sheet. Resumable; sharded over processes under ``accelerate launch``. (About 700
+lines: the dataset format, resuming and merging are each a part of one run.)
 
 Dataset format (MAG-Bench's annotations, appendix C.1 and Fig. 9): a folder with the images, the
 masks and ``prompts.jsonl``, one JSON object per line::

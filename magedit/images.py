@@ -1,5 +1,9 @@
 """Load, check and resize images and masks; composite an edit back onto the original photo.
 
+Long because uploads come from anyone: most of it is reading hostile files safely (format from
+the content, size from the header before decoding, EXIF orientation, 16-bit and float arrays)
+and saying in words what is wrong.
+
 Formats used throughout this module:
 
 - image: ``np.ndarray`` HWC ``uint8`` RGB, values in [0, 255], C-contiguous.

@@ -1,7 +1,9 @@
 """MagEditPipeline: real-image inversion, attention injection and MAG guidance, step by step.
 
 This is the only module that knows the order of the steps; the maths lives in ``losses``,
-``guidance``, ``inversion`` and ``attention``.
+``guidance``, ``inversion`` and ``attention``. It is longer than our other modules on purpose:
+checking (``prepare``), inverting and the editing loop's fast and paper-literal paths are one
+sequence, and splitting it would spread the order of the steps over several files.
 """
 
 from __future__ import annotations

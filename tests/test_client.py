@@ -12,6 +12,8 @@ sys.path.insert(0, str(ROOT))  # benchmarks/ (the server helper) lives at the re
 
 from benchmarks.load import AppServer, check_edit, write_inputs  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real server
+
 SOURCE = "a close-up photo of a tabby cat with green eyes"
 TARGET = "a close-up photo of a tabby cat with blue eyes"
 QUICK = {"steps": 10, "iterations": 1}  # seconds on a CPU with the tiny model
@@ -64,12 +66,11 @@ def segmented(client, photo_path, photo):
 def edit(client, photo_path, mask_path, **settings):
     from gradio_client import handle_file
 
+    settings = {"source": SOURCE, "target": TARGET, **QUICK, **settings}
     return client.predict(
         image=handle_file(str(photo_path)),
-        source=SOURCE,
-        target=TARGET,
         mask_file=handle_file(str(mask_path)),
-        **{**QUICK, **settings},
+        **settings,
         api_name="/edit",
     )
 
@@ -120,10 +121,15 @@ def test_the_same_edit_again_gives_the_same_bytes(client, edited, segmented, pho
 
 
 def test_a_bad_request_is_a_readable_error(client, segmented, photo_path, server):
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
-    with pytest.raises(AppError) as error:
-        edit(client, photo_path, segmented[0], words="purple")
+    # Refused before it joins the queue, naming the parameter at fault, in plain text (no HTML
+    # escapes: the prompt is quoted as typed).
+    with pytest.raises(ValidationError) as error:
+        edit(client, photo_path, segmented[0], words="purple", target=TARGET + " <b>&</b>")
     message = str(error.value)
-    assert "'purple' is not in the target prompt" in message
+    assert "- words: edit word 'purple' is not in the target prompt" in message
+    assert "<b>&</b>" in message and "&lt;" not in message and "&#x27;" not in message
     assert str(ROOT) not in message and "Traceback" not in message
+    with pytest.raises(ValidationError, match="- steps: steps is 4, out of range"):
+        edit(client, photo_path, segmented[0], steps=4)

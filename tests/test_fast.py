@@ -224,6 +224,7 @@ def test_cli_flags_set_the_speed_options():
         parse("--early-stop", "2")
 
 
+@pytest.mark.slow
 def test_a_compiled_unet_call_gives_the_eager_noise():
     """The real torch.compile (inductor) on one UNet call of the tiny model, the way the pipeline
     calls it with ``compile=True``: the same noise up to float rounding (stated tolerance: 1e-5
