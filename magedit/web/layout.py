@@ -485,6 +485,8 @@ def build_demo(
                 **{k: named[k] for k in page_names if k not in ("photo", "region2_weight")},
             )
 
+        # The validator and the handler spell their parameters out: Gradio passes gr.Request
+        # only to a named positional parameter (not to *args).
         def validate_page(
             photo, source_text, target_text, words_text, negative, preset_name, iterations_n,
             granularity_x, steps_n, guidance_x, inversion_name, resolution_px, region2_text,
