@@ -253,3 +253,17 @@ def test_a_cancelled_edit_no_longer_holds_its_sessions_place():
     assert door.admit(who) is not None
     queue.waiting[0].alive = False  # Gradio marks a cancelled event so
     assert door.admit(who) is None
+
+
+def test_an_address_has_four_segment_places_given_back_when_a_call_ends(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(admission_module.time, "monotonic", lambda: clock[0])
+    door = Admission()
+    calls = [request(f"s{n}", "3.3.3.3") for n in range(5)]
+    assert [door.admit_segment(c) for c in calls[:4]] == [None] * 4
+    assert door.admit_segment(calls[4]).startswith("4 segment calls from your network")
+    assert door.admit_segment(request("x", "4.4.4.4")) is None  # another address
+    door.segment_done(calls[0])
+    assert door.admit_segment(calls[4]) is None
+    clock[0] += admission_module.SEGMENT_HOLD + 1  # calls that never ran free their places
+    assert [door.admit_segment(c) for c in calls[:4]] == [None] * 4

@@ -33,6 +33,8 @@ SEGMENT = "segment"  # the /segment API's
 # A validated edit joins the queue a moment after its validator admits it; until it is seen
 # there, the admission itself counts for this long.
 RESERVE_SECONDS = 10.0
+# A /segment place not given back (the call never ran: its client left) is free after this.
+SEGMENT_HOLD = 60.0
 
 
 def address(request: Any, trust_forwarded: bool) -> str:
@@ -58,6 +60,7 @@ class Admission:
         self._lock = threading.Lock()
         self._reserved: dict[str, tuple[str, float]] = {}  # session -> (address, when)
         self._prepared: OrderedDict[str, PreparedEdit] = OrderedDict()
+        self._segments: dict[str, list[float]] = {}  # address -> when each place was taken
 
     # -------------------------------------------------------------------- the queue's events
     def _events(self, kind: str = GPU) -> list[Any]:
@@ -109,20 +112,32 @@ class Admission:
         return None
 
     def admit_segment(self, request: Any) -> str | None:
-        """Whether this address may queue one more /segment call, or why not: a call takes a
-        second, and one address holding the queue would make everyone's edits "Queue is full"."""
+        """Take one of this address's /segment places, or say why not: a call takes a second,
+        and one address holding the queue would make everyone's edits "Queue is full". A place
+        is given back when the call ends (``segment_done``), or after SEGMENT_HOLD seconds if
+        the call never ran."""
         where = address(request, self.trust_forwarded)
-        held = sum(
-            1
-            for event in self._events(SEGMENT)
-            if address(event.request, self.trust_forwarded) == where
-        )
-        if held >= SEGMENTS_PER_ADDRESS:
-            return (
-                f"{held} segment calls from your network are already queued or running; send "
-                "the next when one has answered"
-            )
+        now = time.monotonic()
+        with self._lock:
+            held = [t for t in self._segments.get(where, []) if now - t < SEGMENT_HOLD]
+            if len(held) >= SEGMENTS_PER_ADDRESS:
+                self._segments[where] = held
+                return (
+                    f"{len(held)} segment calls from your network are already queued or "
+                    "running; send the next when one has answered"
+                )
+            self._segments[where] = [*held, now]
         return None
+
+    def segment_done(self, request: Any) -> None:
+        """A /segment call of this request's address ended: its place is free."""
+        where = address(request, self.trust_forwarded)
+        with self._lock:
+            held = self._segments.get(where)
+            if held:
+                held.pop(0)
+            if not held:
+                self._segments.pop(where, None)
 
     def release(self, request: Any) -> None:
         """The job started (or ended): its reservation is no longer needed."""

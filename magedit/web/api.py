@@ -175,7 +175,7 @@ def add_api(
         concurrency_id=GPU,
     )
 
-    def segment(image, points, labels):
+    def segment(image, points, labels, request: gr.Request = None):
         """The photo, points [[x, y], ...] in pixels and labels [1 or 0, ...] (default all
         1) -> (Segment Anything's best mask as a black-and-white PNG of the photo's size,
         its score)."""
@@ -184,6 +184,8 @@ def add_api(
         except (ValueError, events.ModelUnavailable) as error:
             log(str(error))
             raise gr.Error(one_line(error), title="Cannot segment", print_exception=False) from None
+        finally:
+            services.admission.segment_done(request)
         return path, score
 
     def validate_segment(image, points, labels, request: gr.Request):
@@ -211,6 +213,8 @@ def add_api(
                 )
             for message in problems.values():
                 log(f"a segment call: {message}")
+            if problems:  # refused: the place it took is free again
+                services.admission.segment_done(request)
         return [gr.validate(n not in problems, problems.get(n, "")) for n in SEGMENT_PARAMETERS]
 
     api_segment_button.click(
