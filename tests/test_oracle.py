@@ -1,7 +1,7 @@
 """Reproduce the authors' released token-ratio code on identical random weights.
 
-``../shared/oracle`` holds a tiny random-weight model with SD v1.4's layout and the real CLIP
-tokenizer, an image, a mask and what the authors' code (diffusers 0.11.1, CPU, fp32) produced:
+``tests/oracle`` (see its README) holds a tiny random-weight model with SD v1.4's layout and the
+real CLIP tokenizer, an image, a mask and what the authors' code (diffusers 0.11.1, CPU, fp32) produced:
 z_T of DDIM inversion, the 50 null-text embeddings, and the decoded reconstruction and edit.
 Closeness is judged against the size of the edit's own effect (their edit minus their
 reconstruction inside the mask), not against zero.
@@ -9,7 +9,9 @@ reconstruction inside the mask), not against zero.
 
 import copy
 import dataclasses
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +21,7 @@ import torch
 from magedit import EditConfig, MagEditPipeline, images
 from magedit.inversion import DDIMSchedule, null_text_optimize
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle"
-pytestmark = pytest.mark.skipif(
-    not (ORACLE / "authors-token-ratio.npz").exists(),
-    reason=f"the authors' oracle is not at {ORACLE} (it sits beside the repository in CI)",
-)
+ORACLE = Path(__file__).resolve().parent / "oracle"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +32,20 @@ def oracle():
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return MagEditPipeline.from_pretrained(str(ORACLE / "model" / "sdm-1.4"), device="cpu")
+def pipe(tmp_path_factory):
+    return MagEditPipeline.from_pretrained(str(oracle_model(tmp_path_factory)), device="cpu")
+
+
+def oracle_model(tmp_path_factory) -> Path:
+    """The oracle's model as a diffusers folder: the stored copy with its text encoder unzipped
+    (stored gzipped: all but 11 rows of its token embedding are zero, see the README)."""
+    folder = tmp_path_factory.mktemp("oracle") / "sdm-1.4"
+    shutil.copytree(ORACLE / "model" / "sdm-1.4", folder)
+    packed = folder / "text_encoder" / "model.safetensors.gz"
+    with gzip.open(packed) as source, open(packed.with_suffix(""), "wb") as target:
+        shutil.copyfileobj(source, target)
+    packed.unlink()
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,7 @@ from transformers import CLIPTokenizer
 from magedit import tokenizer as tok_module
 from magedit.tokenizer import BPE_VOCAB_PATH, bpe_to_hf_files, clip_tokenizer, tokenizer_folder
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SD14_TOKENIZER = SHARED / "oracle" / "model" / "sdm-1.4" / "tokenizer"
-needs_sd14 = pytest.mark.skipif(
-    not SD14_TOKENIZER.is_dir(),
-    reason=f"SD v1.4's tokenizer files are not at {SD14_TOKENIZER} (the shared oracle folder)",
-)
+SD14_TOKENIZER = Path(__file__).resolve().parent / "oracle" / "model" / "sdm-1.4" / "tokenizer"
 
 SHIPPED_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 SENTENCES = [
@@ -92,7 +87,6 @@ def test_converter_rejects_a_short_file(tmp_path: Path) -> None:
         bpe_to_hf_files(bad, tmp_path / "out")
 
 
-@needs_sd14
 def test_files_equal_sd14(built_folder: Path) -> None:
     assert _vocab(built_folder) == _vocab(SD14_TOKENIZER)
     assert _merges(built_folder) == _merges(SD14_TOKENIZER)
@@ -104,7 +98,6 @@ def test_files_equal_sd14(built_folder: Path) -> None:
         assert (built_folder / name).read_bytes() == (SD14_TOKENIZER / name).read_bytes(), name
 
 
-@needs_sd14
 def test_tokenization_equals_sd14(tmp_path: Path) -> None:
     ours = clip_tokenizer(tmp_path)
     reference = CLIPTokenizer.from_pretrained(str(SD14_TOKENIZER))
