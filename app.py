@@ -19,7 +19,6 @@ from typing import Any
 
 from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES, SD14_MODEL, default_model
 from magedit.errors import one_line
-from magedit.web.layout import ASSETS_DIR, CSS
 from magedit.web.limits import MAX_FILE_SIZE, TIME_LIMIT
 
 # Results are written here under generated names; Gradio copies what a handler returns into its
@@ -91,14 +90,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Load the models (a failure ends in one line naming the way out, exit status 2), then
     serve the page until Ctrl-C."""
     from magedit import loading
-    from magedit.web import build_demo
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.tiny and args.sam_checkpoint:
         parser.error("--sam-checkpoint does not go with --tiny (random weights for every model)")
-    loading.quiet_libraries()
-    try:
+    try:  # first: offline without the weights, this fails at once, before gradio is imported
         pipe = loading.load_pipeline(args.model, args.device, "auto", args.tiny)
     except (ValueError, OSError) as error:  # the message names the way out
         _fail(one_line(error))
@@ -113,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"Segment Anything: {message}")
     if args.tiny:
         print("app.py: --tiny: random, untrained weights; the results are noise", file=sys.stderr)
+    from magedit.web import build_demo
+
     if pipe.device.type == "cpu":
         leave_a_core_for_the_server()
     try:
@@ -165,6 +164,7 @@ def launch_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of demo.launch for the parsed command line."""
     from starlette.middleware import Middleware
 
+    from magedit.web.layout import ASSETS_DIR, CSS
     from magedit.web.middleware import Guard
 
     return {

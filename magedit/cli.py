@@ -32,11 +32,12 @@ from magedit.config import (
     PRESETS,
     SAM_MODEL_TYPES,
     SD14_MODEL,
+    TINY_QUICK,
     EditConfig,
     config_from,
 )
 from magedit.errors import is_out_of_memory, one_line
-from magedit.files import IMAGE_FORMATS, write_bytes, write_image
+from magedit.files import IMAGE_FORMATS, edit_phrase, result_name, write_bytes, write_image
 from magedit.loading import DTYPES, load_pipeline, load_segmenter, quiet_libraries
 
 if TYPE_CHECKING:
@@ -132,9 +133,9 @@ def _add_edit(commands) -> None:
     )
     io_group.add_argument(
         "--out",
-        required=True,
         metavar="PATH",
-        help="where to write the result (.png, .jpg, .jpeg or .webp)",
+        help="where to write the result (.png, .jpg, .jpeg or .webp; default: a new file in the "
+        "current folder named after the edit, e.g. green-sofa-3f2a.png)",
     )
     io_group.add_argument(
         "--raw",
@@ -578,14 +579,14 @@ def run_edit(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     # 1. Check inputs that need no model: paths, numbers, image and mask.
-    out = _output_path(args.out, "--out")
+    out = _output_path(args.out, "--out") if args.out else None  # None: named after the edit
     raw = _output_path(args.raw, "--raw") if args.raw else None
     log = Path(args.log).expanduser() if args.log else None
     if log is not None and log.is_dir():
         raise UsageError(f"--log '{args.log}' is a folder; give a file name")
     named = [(flag, p.resolve()) for flag, p in (("--raw", raw), ("--log", log)) if p]
     for flag, path in named:
-        if path == out.resolve():
+        if out is not None and path == out.resolve():
             raise UsageError(f"{flag} and --out name the same file '{args.out}'")
     if args.negative_prompt is not None and not args.negative_word:
         raise UsageError("--negative-prompt needs --negative-word (the word it holds)")
@@ -633,7 +634,13 @@ def run_edit(args: argparse.Namespace) -> int:
 
     # 2. Load the model (cached per process); check the prompts, words and mask with it, once,
     #    before the (possibly long) inversion.
-    quiet_libraries()
+    quick = tiny_quick(args)
+    if quick:
+        chosen = ", ".join(f"{FLAG_OF_FIELD[name]} {value}" for name, value in quick.items())
+        print(
+            f"{PROG}: --tiny runs quick settings: {chosen} (give those flags to change them)",
+            file=sys.stderr,
+        )
     load_start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
     load_seconds = time.perf_counter() - load_start
@@ -647,6 +654,8 @@ def run_edit(args: argparse.Namespace) -> int:
         negative_prompt=args.negative_prompt,
         config=config,
     )
+    while out is None or (not args.out and out.exists()):
+        out = Path(result_name(edit_phrase(prepared)))  # a new name, never another's file
     if args.tiny:
         print(
             f"{PROG}: warning: --tiny uses random, untrained weights; the output is noise",
@@ -885,10 +894,20 @@ def build_config(args: argparse.Namespace) -> EditConfig:
     (``config.config_from``). Flags left out (None) keep the preset's values. Errors name the
     flag, not the field."""
     try:
-        fields = {name: getattr(args, name, None) for name in FLAG_OF_FIELD if name != "steps"}
-        return config_from(args.preset, args.steps, **fields)
+        given = {name: getattr(args, name, None) for name in FLAG_OF_FIELD}
+        fields = {name: value for name, value in given.items() if value is not None}
+        fields.update(tiny_quick(args))
+        steps = fields.pop("steps", None)
+        return config_from(args.preset, steps, **fields)
     except ValueError as error:
         raise ValueError(_flag_message(str(error), FLAG_OF_FIELD)) from None
+
+
+def tiny_quick(args: argparse.Namespace) -> dict[str, Any]:
+    """With ``--tiny``: the quick settings (``config.TINY_QUICK``) of the flags not given."""
+    if not getattr(args, "tiny", False):
+        return {}
+    return {name: value for name, value in TINY_QUICK.items() if getattr(args, name) is None}
 
 
 def _flag_message(message: str, flags: dict[str, str]) -> str:

@@ -16,6 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+    from magedit.pipeline import PreparedEdit
+
 # Output formats by extension. WebP is written lossless so that, as with PNG, the pixels outside
 # the mask stay the original's; JPEG cannot promise that.
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -66,6 +68,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def edit_phrase(prepared: PreparedEdit) -> str:
+    """A few words naming an edit (its edit words and the word after the first in the target
+    prompt: "green sofa"), for file names and captions. Letters and digits only reach a file
+    name (``result_name``)."""
+    words = [w for r in prepared.regions for w in r.words]
+    lowered = [t.strip(".,;:!?()'\"").lower() for t in prepared.target_prompt.split()]
+    first = words[0].lower() if words else ""
+    follow = ""
+    if first in lowered:
+        at = lowered.index(first) + 1
+        follow = lowered[at] if at < len(lowered) else ""
+    return " ".join(dict.fromkeys(w for w in (*words, follow) if w))
 
 
 def result_name(description: str = "", suffix: str = ".png") -> str:

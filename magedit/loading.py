@@ -85,36 +85,54 @@ def load_pipeline(
     these arguments.
 
     Raises ValueError with the way out (``--tiny`` or ``--model /local/folder``) when the weights
-    cannot be loaded, e.g. offline with nothing in the Hugging Face cache.
+    cannot be loaded: at once, in one line, when they are not in the Hugging Face cache and the
+    Hub is off or out of reach (``hub``).
     """
+    from magedit import hub
+
+    name = model or default_model()
+    if not tiny:
+        name = _model_source(name)
+    quiet_libraries()
     from magedit.pipeline import MagEditPipeline
 
     where = torch_device(device)
     kind = torch_dtype(dtype, where)
     if tiny:
         return MagEditPipeline.tiny(device=where, dtype=kind)
-    name = model or default_model()
-    if name.startswith(("/", "./", "../", "~")):
-        path = Path(name).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"--model: no folder '{name}'; pass a diffusers SD v1.x model folder, or --tiny "
-                "to try the tool offline with random weights"
-            )
-        name = str(path)
     try:
         with warnings.catch_warnings():
             # Library deprecation notices are not the user's to act on; stderr stays one line.
             warnings.simplefilter("ignore")
             return MagEditPipeline.from_pretrained(name, device=where, dtype=kind)
+    except hub.WeightsUnavailable:
+        raise  # its message is whole: what is missing and the way forward
     except (OSError, ValueError) as error:
-        # huggingface_hub's errors (offline, not cached, no such repo) are OSErrors; a malformed
-        # repo id is a ValueError.
+        # A folder or download that is not a loadable SD v1.x model: the library's own words.
         raise ValueError(
-            f"cannot load the model '{name}' ({_reason(error)}); without network it must already "
-            "be in the Hugging Face cache: pass --model /local/folder (a diffusers SD v1.x "
-            "folder), or --tiny to try the tool offline with random weights"
+            f"cannot load the model '{name}' ({_reason(error)}); pass --model /local/folder (a "
+            "diffusers SD v1.x folder), or --tiny to try the tool offline with random weights"
         ) from None
+
+
+def _model_source(name: str) -> str:
+    """An SD model's local folder (checked to exist) or Hub id (checked to be cached or within
+    reach: offline this answers in a second, before torch and diffusers are imported)."""
+    from magedit import hub
+
+    path = Path(name).expanduser()
+    if hub.is_local(name) and not path.is_dir():
+        raise FileNotFoundError(
+            f"--model: no folder '{name}'; pass a diffusers SD v1.x model folder, or --tiny to "
+            "try the tool offline with random weights"
+        )
+    if path.is_dir():
+        return str(path)
+    try:
+        hub.check_available(name)
+    except hub.WeightsUnavailable as error:
+        raise hub.WeightsUnavailable(f"{error}: {hub.WAYS_FORWARD}") from None
+    return name
 
 
 @functools.lru_cache(maxsize=2)

@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -257,20 +258,35 @@ class MagEditPipeline:
         dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> MagEditPipeline:
-        """Load SD v1.x from the Hub (cached by huggingface_hub) or a local diffusers folder;
-        ``model`` None is ``$MAGEDIT_MODEL`` or SD v1.4."""
-        model = model or default_model()
+        """Load SD v1.x from a local diffusers folder or the Hub (``model`` None is
+        ``$MAGEDIT_MODEL`` or SD v1.4). From the Hub only the files the engine reads are fetched
+        (``hub.sd_files``: UNet, VAE, text encoder, tokenizer; the fp16 variant for half
+        precision), and only when the Hugging Face cache lacks them.
+
+        Raises ``hub.WeightsUnavailable`` (a ValueError naming the way forward) when the files
+        are not cached and the Hub is off or out of reach, or the repository is gated or missing.
+        """
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        from magedit import hub
+
+        model = model or default_model()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or default_dtype(device)
-        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(
-            model, subfolder="text_encoder", torch_dtype=dtype
-        )
-        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+        half = dtype in (torch.float16, torch.bfloat16)
+        folder = Path(model).expanduser()
+        if not (hub.is_local(model) or folder.is_dir()):
+            folder = hub.sd_folder(model, half)
+
+        def weights(component: str) -> dict[str, Any]:
+            return {"subfolder": component, "torch_dtype": dtype,
+                    "variant": hub.variant(folder, component, half)}  # fmt: skip
+
+        unet = UNet2DConditionModel.from_pretrained(folder, **weights("unet"))
+        vae = AutoencoderKL.from_pretrained(folder, **weights("vae"))
+        text_encoder = CLIPTextModel.from_pretrained(folder, **weights("text_encoder"))
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
         return cls(
             unet, vae, text_encoder, tokenizer, device=device, dtype=dtype, model_id=model, **kwargs
         )

@@ -469,20 +469,30 @@ def checkpoint_path(model_type: str, checkpoint: str | os.PathLike | None = None
         return path
     from huggingface_hub import hf_hub_download
 
+    from magedit import hub
+
     repo = os.environ.get(REPO_ENV) or SAM_REPO
     filename = env or SAM_FILES[model_type]
+    way_out = (
+        f"pass --sam-checkpoint /path/to/{release} (from {META_URL}{release}), or --tiny for "
+        "a random model"
+    )
+    try:
+        hub.check_available(repo, filename)  # fails at once offline, before a retry storm
+    except hub.WeightsUnavailable as error:
+        raise hub.WeightsUnavailable(
+            f"the SAM {model_type} checkpoint: {error}; {way_out}"
+        ) from None
     try:
         return Path(hf_hub_download(repo, filename))
     except (OSError, ValueError) as error:
-        # huggingface_hub's errors (offline, not cached, no such repo or file) are OSErrors; a
+        # huggingface_hub's errors (no such repo or file, a broken connection) are OSErrors; a
         # malformed repo id is a ValueError.
         reason = " ".join(str(error).split())
         reason = reason if len(reason) <= 200 else reason[:197] + "..."
         raise ValueError(
             f"cannot download the SAM {model_type} checkpoint '{filename}' from the Hub repository "
-            f"'{repo}' ({reason}); without network it must already be in the Hugging Face cache: "
-            f"pass --sam-checkpoint /path/to/{release} (from {META_URL}{release}), or --tiny for "
-            "a random model"
+            f"'{repo}' ({reason}); {way_out}"
         ) from None
 
 

@@ -203,7 +203,7 @@ def test_missing_arguments_are_one_line(capsys):
     assert cli.main(["edit", "--image", "x.png"]) == 2
     err = capsys.readouterr().err
     # --mask is not required: the region may come from --point/--box clicks instead.
-    assert err.count("\n") == 1 and "required: --source, --target, --out" in err
+    assert err.count("\n") == 1 and err.endswith("required: --source, --target\n")
     assert cli.main([]) == 2
     assert capsys.readouterr().err.startswith("magedit: error: ")
 
@@ -215,7 +215,15 @@ def test_unloadable_model_points_to_tiny_and_a_local_folder(model, files, tmp_pa
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tiny" in err and "Traceback" not in err
-    assert "--model /local/folder" in err or "--model: no folder" in err
+    if model.startswith("/"):
+        assert "--model: no folder '/no/such/folder'" in err
+    else:  # offline (tests/conftest.py): said at once, with no inner cause quoted
+        assert err == (
+            "magedit: error: the model 'nobody/not-a-cached-model' is not in the Hugging Face "
+            "cache and the Hub is switched off here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is "
+            "set): pass --model FOLDER (a downloaded diffusers SD v1.x folder), or --tiny for the "
+            "offline demo with random weights\n"
+        )
 
 
 def test_ctrl_c_exits_130_with_one_line(files, tmp_path, capsys, monkeypatch):
@@ -393,3 +401,40 @@ def test_segment_help_lists_the_prompts(capsys):
     assert default == DEFAULT_SAM_MODEL
     with pytest.raises(cli.UsageError, match=r"choose from 'vit_b', 'vit_l', 'vit_h'"):
         cli.build_parser().parse_args(["segment", "--sam-model", "vit_x"])
+
+
+def test_tiny_means_quick_unless_told_otherwise(files, tmp_path, capsys, monkeypatch):
+    # --tiny without tuning flags runs the page's quick settings (config.TINY_QUICK), says so
+    # in one line, and names the result after the edit in the current folder.
+    monkeypatch.chdir(tmp_path)
+    args = ["edit", "--tiny", "--image", str(files / "photo.png"), "--mask"]
+    args += [str(files / "mask.png"), "--source", SOURCE, "--target", TARGET, "--quiet"]
+    args += ["--log", str(tmp_path / "run.json")]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        "magedit: --tiny runs quick settings: --steps 20, --iterations 3, --inversion direct, "
+        "--resolution 256 (give those flags to change them)"
+    )
+    config = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert (config["steps"], config["max_iter"], config["inversion"], config["resolution"]) == (
+        20, 3, "direct", 256,
+    )  # fmt: skip
+    # The paper's schedule, scaled to 20 steps (tau1 10/50 -> 4).
+    assert (config["tau1"], config["tau2"], config["blend_steps"]) == (4, 10, 6)
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(written) == 1 and written[0].startswith("green-sofa-"), written
+    # A flag given wins, and only the others are chosen for the user.
+    args += ["--steps", "4", "--inversion", "null_text", "--null-steps", "1"]
+    assert cli.main(args) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "magedit: --tiny runs quick settings: --iterations 3, --resolution 256 (give those flags "
+        "to change them)"
+    )
+    config = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert (config["steps"], config["inversion"], config["max_iter"]) == (4, "null_text", 3)
+    assert len(list(tmp_path.glob("green-sofa-*.png"))) == 2  # a new file, never the last one
+    # Real weights keep the paper's defaults.
+    args = cli.build_parser().parse_args(["edit", "--image", "p.png", "--mask", "m.png",
+                                          "--source", "a", "--target", "b"])  # fmt: skip
+    assert cli.build_config(args) == EditConfig()

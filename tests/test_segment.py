@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import scene
 
-from magedit import images
+from magedit import hub, images
 from magedit.segment import (
     SAM_FILES,
     SAM_REPO,
@@ -346,6 +346,7 @@ def test_the_hub_file_and_its_overrides(tmp_path, monkeypatch):
         return str(tmp_path / "downloaded.pth")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(hub, "unreachable", lambda: None)  # as if online
     monkeypatch.delenv("MAGEDIT_SAM_REPO", raising=False)
     monkeypatch.delenv("MAGEDIT_SAM_CHECKPOINT", raising=False)
     assert checkpoint_path("vit_h") == tmp_path / "downloaded.pth"
@@ -374,10 +375,22 @@ def test_an_uncached_hub_file_offline_points_to_a_local_file_or_tiny(monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MAGEDIT_SAM_REPO", "nobody/not-a-cached-sam")
     monkeypatch.delenv("MAGEDIT_SAM_CHECKPOINT", raising=False)
-    with pytest.raises(ValueError, match="cannot download the SAM vit_b checkpoint") as error:
+    import huggingface_hub
+
+    def download(*args, **kwargs):
+        raise AssertionError("offline, nothing may be downloaded")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(hub.WeightsUnavailable) as error:
         checkpoint_path("vit_b")
-    assert "--sam-checkpoint /path/to/sam_vit_b_01ec64.pth" in str(error.value)
-    assert "--tiny" in str(error.value)
+    assert str(error.value) == (
+        "the SAM vit_b checkpoint: 'checkpoints/sam_vit_b_01ec64.pth' of "
+        "'nobody/not-a-cached-sam' is not in the Hugging Face cache and the Hub is switched off "
+        "here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); pass --sam-checkpoint "
+        "/path/to/sam_vit_b_01ec64.pth (from "
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth), or --tiny for a "
+        "random model"
+    )
 
 
 # ----------------------------------------------------------------------------------------------

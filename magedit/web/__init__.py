@@ -7,8 +7,19 @@
 - ``admission``: who may join the edit queue, and the edits checked on the way in;
 - ``charts``, ``components``, ``limits``, ``numbers``: the progress charts, two components made
   safe for a public page, every cap with its reason, the numbers' ranges.
+
+Gradio is imported when ``build_demo`` is first asked for, not with the package: ``app.py``
+reads ``limits`` and checks that the weights can be had before it pays for that import.
 """
 
-from magedit.web.layout import build_demo
+from typing import Any
 
 __all__ = ["build_demo"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_demo":
+        from magedit.web.layout import build_demo
+
+        return build_demo
+    raise AttributeError(f"module 'magedit.web' has no attribute {name!r}")

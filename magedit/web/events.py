@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from magedit import images, prompts
-from magedit.config import PRESETS, config_from
+from magedit.config import PRESETS, TINY_QUICK, config_from
 from magedit.errors import InputError, is_out_of_memory, one_line
 from magedit.web import masks
 from magedit.web.admission import Admission
@@ -64,7 +64,10 @@ class Defaults:
 
     @classmethod
     def for_model(cls, tiny: bool) -> Defaults:
-        return cls(steps=20, iterations=3, inversion="direct", resolution=256) if tiny else cls()
+        if not tiny:
+            return cls()
+        quick = TINY_QUICK
+        return cls(quick["steps"], quick["max_iter"], quick["inversion"], quick["resolution"])
 
 
 class Lazy(Generic[T]):

@@ -328,7 +328,7 @@ class Stream:
         if result is None:
             raise RuntimeError("the edit ended without a result")
         path = files.save_result(
-            result.composited, output_dir, edit_phrase(prepared), keep=MAX_OUTPUTS
+            result.composited, output_dir, files.edit_phrase(prepared), keep=MAX_OUTPUTS
         )
         timings = {name: round(seconds, 2) for name, seconds in result.timings.items()}
         cached = result.inversion_cached
@@ -358,7 +358,7 @@ class Stream:
             "file": path.name,
         }
         entries = [tuple(entry) for entry in history or () if len(entry) == 2]
-        caption = f"{edit_phrase(prepared)} · {time.strftime('%H:%M')}"
+        caption = f"{files.edit_phrase(prepared)} · {time.strftime('%H:%M')}"
         history = [(str(path), caption), *entries][:GALLERY_SIZE]
         note = " Reused this session's inversion." if cached and self.reused else ""
         return {
@@ -380,21 +380,6 @@ def public_model_name(model: str) -> str:
     if model.startswith(("/", "./", "../", "~")) or "\\" in model or Path(model).is_absolute():
         return f"local model '{Path(model).name}'"
     return model
-
-
-def edit_phrase(prepared: PreparedEdit) -> str:
-    """A few words naming the edit (its edit words and the word after the first in the target
-    prompt: "green sofa"), for file names and captions. Letters and digits only reach a file
-    name (``files.result_name``)."""
-    words = [w for r in prepared.regions for w in r.words]
-    target = prepared.target_prompt.split()
-    lowered = [t.strip(".,;:!?()'\"").lower() for t in target]
-    first = words[0].lower() if words else ""
-    follow = ""
-    if first in lowered:
-        at = lowered.index(first) + 1
-        follow = lowered[at] if at < len(lowered) else ""
-    return " ".join(dict.fromkeys(w for w in (*words, follow) if w))
 
 
 def show_history(history: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
