@@ -7,9 +7,10 @@ makes a mask from clicks with Segment Anything.
     magedit edit --image room.jpg --point 320,240 --source ... --target ... --out green.png
     magedit bench DATASET --methods magedit-tr,p2p --out results/   (``magedit.bench``)
 
-Most of the file is the argument parser: every flag with its help text. Nothing heavy is imported here: torch, diffusers and the pipeline load inside the command
-functions, so ``magedit --help`` answers at once. Bad input ends in one line
-``magedit: error: <message>`` on stderr and exit status 2; Ctrl-C in exit status 130.
+Most of the file (over 700 lines) is the argument parser: every flag with its help text. Nothing
+heavy is imported here: torch, diffusers and the pipeline load inside the command functions, so
+``magedit --help`` answers at once. Bad input ends in one line ``magedit: error: <message>`` on
+stderr and exit status 2; Ctrl-C in exit status 130.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ left as they are. ``layout`` wires them to the components; the tests call them d
 
 Errors a visitor can fix are shown where they happen (the mask's line under the photo, the
 status line, the validator's message next to a control), never as a traceback.
+
+Over 700 lines on purpose: it is every control's behaviour, each a small function the tests call
+without a browser; split by control, the handlers would share the session's mask state and the
+page's services across files for no reader's gain.
 """
 
 from __future__ import annotations
