@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--behind-proxy", action="store_true", default=bool(os.environ.get("SPACE_ID")),
         help="trust X-Forwarded-For for the visitor's address (default: on a Hugging Face Space)",
     )  # fmt: skip
+    parser.add_argument(
+        "--doctor", action="store_true", default=bool(os.environ.get("MAGEDIT_DOCTOR")),
+        help="before serving, run `magedit doctor`'s checks on the loaded models and refuse to "
+        "start if one fails (default: $MAGEDIT_DOCTOR set)",
+    )  # fmt: skip
     return parser
 
 
@@ -110,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"Segment Anything: {message}")
     if args.tiny:
         print("app.py: --tiny: random, untrained weights; the results are noise", file=sys.stderr)
+    if args.doctor:
+        check_models(pipe, segmenter, args)
     from magedit.web import build_demo
 
     if pipe.device.type == "cpu":
@@ -128,6 +135,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         trust_forwarded=args.behind_proxy,
     )
     demo.launch(**launch_options(args))
+
+
+def check_models(pipe: Any, segmenter: Any, args: argparse.Namespace) -> None:
+    """``--doctor``: the checks of ``magedit doctor`` on the loaded models, reported on stderr;
+    a failed check ends the start with exit status 1 (a page that cannot edit serves no one)."""
+    from magedit import doctor, loading
+
+    sources = loading.sources(args.model, args.sam_model, args.sam_checkpoint, args.tiny)
+    report = doctor.run(pipe, segmenter, tiny=args.tiny, sources=sources)
+    for line in report.lines():
+        print(f"app.py: doctor: {line}", file=sys.stderr)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 def _fail(message: str) -> None:

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_edit(commands)
     _add_segment(commands)
     _add_bench(commands)
+    _add_doctor(commands)
     return parser
 
 
@@ -500,6 +501,37 @@ def _add_clicks(group) -> None:
     )
 
 
+def _add_doctor(commands) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check that the models load and an edit works here (run once weights are in place)",
+        description=(
+            "Load Stable Diffusion and Segment Anything as the page does, print versions, device, "
+            "dtype, free memory and where each model came from, then run one built-in edit and "
+            "one click on the examples in assets/ and check them (reconstruction, the pixels "
+            "outside the mask, the guidance, NaNs, the click). Exit status 0 when all hold, 1 "
+            "with one line per failed check otherwise."
+        ),
+    )
+    doctor.set_defaults(func=run_doctor)
+    model = doctor.add_argument_group("model")
+    source = model.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model",
+        metavar="ID_OR_FOLDER",
+        help=f"Hub id or local diffusers folder of an SD v1.x model (default: $MAGEDIT_MODEL or "
+        f"{SD14_MODEL})",
+    )
+    source.add_argument(
+        "--tiny",
+        action="store_true",
+        help="random weights: only the checks that hold for any weights run",
+    )
+    model.add_argument("--device", metavar="DEVICE", help="torch device (default: cuda if any)")
+    model.add_argument("--dtype", choices=DTYPES, default="auto", help="weights' dtype")
+    _add_sam_model(model)
+
+
 def _add_sam_model(group, checkpoint_group=None) -> None:
     group.add_argument(
         "--sam-model",
@@ -565,6 +597,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(error: BaseException | str) -> int:
     print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+# ----------------------------------------------------------------------------------------------
+# magedit doctor
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """``magedit doctor``: load the models as the page does, run the built-in checks, print the
+    report; exit 0 when every check that ran passed, else 1."""
+    from magedit import doctor, loading
+
+    if args.tiny and args.sam_checkpoint:
+        raise UsageError(
+            "--sam-checkpoint does not go with --tiny (random weights for every model)"
+        )
+    pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
+    segmenter = load_segmenter(
+        args.sam_model, args.sam_checkpoint, args.device, args.dtype, args.tiny
+    )
+    sources = loading.sources(args.model, args.sam_model, args.sam_checkpoint, args.tiny)
+    report = doctor.run(pipe, segmenter, tiny=args.tiny, sources=sources)
+    print("\n".join(report.lines()))
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------------------------

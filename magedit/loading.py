@@ -115,6 +115,28 @@ def load_pipeline(
         ) from None
 
 
+def sources(
+    model: str | None, sam_model: str | None, sam_checkpoint: str | None, tiny: bool
+) -> dict[str, str]:
+    """Where the loaded models' files are: {"SD model": folder, "SAM": file}, for a report."""
+    if tiny:
+        return {"models": "random weights built from configs (magedit.tiny)"}
+    from magedit import hub
+    from magedit.config import DEFAULT_SAM_MODEL
+    from magedit.segment import checkpoint_path
+
+    name = model or default_model()
+    folder = Path(name).expanduser() if Path(name).expanduser().is_dir() else None
+    if folder is None:
+        folder = hub.cached_snapshot(name)
+    found = {"SD model": f"{name} ({folder})" if folder else name}
+    try:
+        found["SAM"] = str(checkpoint_path(sam_model or DEFAULT_SAM_MODEL, sam_checkpoint))
+    except (OSError, ValueError) as error:
+        found["SAM"] = f"not found ({one_line(error)})"
+    return found
+
+
 def _model_source(name: str) -> str:
     """An SD model's local folder (checked to exist) or Hub id (checked to be cached or within
     reach: offline this answers in a second, before torch and diffusers are imported)."""
