@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(one_line(error))
     try:
         segmenter = loading.load_segmenter(
-            args.sam_model, args.sam_checkpoint, args.device, "auto", args.tiny
+            args.sam_model, args.sam_checkpoint, segmenter_device(args), "auto", args.tiny
         )
     except (ValueError, OSError) as error:
         message = one_line(error)
@@ -135,6 +135,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         trust_forwarded=args.behind_proxy,
     )
     demo.launch(**launch_options(args))
+
+
+def segmenter_device(args: argparse.Namespace) -> str | None:
+    """Segment Anything's device: ``--device``, except on a ZeroGPU Space, where it is the CPU.
+    There a GPU exists only inside ``spaces.GPU`` calls, which may run in a worker process whose
+    changes do not come back, so the clicks' embedding cache must live in the page's own process
+    (an embedding costs a few seconds of CPU once per photo, on upload; a click then takes
+    tens of milliseconds), and clicks spend none of the visitor's GPU quota."""
+    if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes"):
+        return "cpu"
+    return args.device
 
 
 def check_models(pipe: Any, segmenter: Any, args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import html
 import json
+import math
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -699,10 +700,13 @@ def take_prepared(services: Services, request: Any, make: Callable[[], Request])
 
 
 def gpu_duration(services: Services, prepared: Any, *_: Any) -> int:
-    """Seconds of GPU that ZeroGPU reserves for one edit: an estimate with a margin, capped by
-    the job's time limit."""
-    seconds = estimate_seconds(prepared.config)
-    return int(min(max(30.0, 20.0 + 1.5 * seconds), services.time_limit))
+    """Seconds of GPU that ZeroGPU reserves for one edit: twice the estimated UNet calls plus
+    RESERVE_FIXED_SECONDS, rounded up, capped by the job's time limit. (A paper-default edit
+    without a negative word: 20 s with direct inversion, 37 s with null-text, against 6.2 s and
+    20.7 to 26.2 s measured warm on an H100.)"""
+    negative = getattr(prepared, "negative_word", None) is not None
+    seconds = RESERVE_FIXED_SECONDS + 2 * estimate_seconds(prepared.config, negative)
+    return math.ceil(min(seconds, services.time_limit))
 
 
 @_gpu(duration=gpu_duration)
@@ -810,14 +814,31 @@ def load_examples(folder: Path) -> list[dict[str, Any]]:
     return examples
 
 
-def estimate_seconds(config: Any) -> float:
-    """Seconds an edit of ``config`` takes on an A100-class GPU at 512 px, roughly: for
-    ZeroGPU's reservation (with a margin) and nothing else."""
-    # Seconds per UNet pass at 512 px (fp16): a batched denoising step, a MAG iteration
-    # (forward to the 16x16 layers and back), a null-text inner step (forward and backward).
-    step, iteration, null_text = 0.08, 0.15, 0.1
+# One UNet call at 512 px, seconds: H100, bf16, channels_last, CUDA graphs, measured with
+# benchmarks/unet_calls.py (benchmarks/README.md, 2026-11-27): a batched denoising step (fwd4),
+# a no-grad batch-1 forward (fwd1: inversion steps, recording a step's reconstruction maps, the
+# negative word's pass), a MAG iteration (forward to the 16x16 layers and back) and a null-text
+# inner step (forward and backward to the embedding).
+CALL_SECONDS = {"fwd4": 0.0169, "fwd1": 0.0075, "mag": 0.0094, "null_text": 0.0163}
+# What the calls leave out, measured as whole edits against the calls' sum: captures, decoding and
+# host work (a direct edit: 6.19 s measured, 4.9 s of calls; null-text 20.7 s against 13.8 s) and
+# a ZeroGPU worker's first edit (+3.0 s in a fresh process on an H200, issue 15). Hence the
+# reservation: twice the calls' sum (the worst ratio measured, 26.2 s against 13.8 s, is 1.9),
+# plus these seconds.
+RESERVE_FIXED_SECONDS = 10.0
+
+
+def estimate_seconds(config: Any, negative: bool = False) -> float:
+    """Seconds of UNet calls in an edit of ``config`` at its resolution (``negative``: with a
+    negative word, one more forward per MAG iteration), from CALL_SECONDS (an H100's; ZeroGPU's
+    H200 is at least as fast), its inversion always included: on ZeroGPU the inversion cache of a
+    GPU worker may not outlive the call, so a re-edit may invert again."""
+    calls = CALL_SECONDS
     guided = sum(config.guide_at(i) for i in range(config.steps)) if config.max_iter else 0
-    seconds = 2 * config.steps * step + guided * config.max_iter * iteration
+    iteration = calls["mag"] + (calls["fwd1"] if negative else 0.0)
+    seconds = config.steps * calls["fwd4"] + guided * (calls["fwd1"] + config.max_iter * iteration)
     if config.inversion == "null_text":
-        seconds += config.steps * config.null_inner_steps * null_text
+        seconds += config.steps * (config.null_inner_steps * calls["null_text"] + 2 * calls["fwd1"])
+    else:
+        seconds += config.steps * calls["fwd1"]
     return seconds * (config.resolution / 512) ** 2
