@@ -483,8 +483,36 @@ def checkpoint_path(model_type: str, checkpoint: str | os.PathLike | None = None
         raise hub.WeightsUnavailable(
             f"the SAM {model_type} checkpoint: {error}; {way_out}"
         ) from None
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
     try:
         return Path(hf_hub_download(repo, filename))
+    except GatedRepoError:
+        raise ValueError(
+            f"the Hub repository '{repo}' is gated: accept its terms at "
+            f"https://huggingface.co/{repo} while logged in, then set HF_TOKEN to one of your "
+            f"access tokens; or {way_out}"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ValueError(
+            f"there is no Hub repository '{repo}' (or it is private: set HF_TOKEN to a token "
+            f"that can read it); check $MAGEDIT_SAM_REPO, or {way_out}"
+        ) from None
+    except EntryNotFoundError as error:
+        if isinstance(error, LocalEntryNotFoundError):  # the connection failed on the way
+            raise ValueError(
+                f"cannot download the SAM {model_type} checkpoint '{filename}' from '{repo}' "
+                f"(the connection failed); {way_out}"
+            ) from None
+        raise ValueError(
+            f"the Hub repository '{repo}' has no file '{filename}'; check "
+            f"$MAGEDIT_SAM_CHECKPOINT, or {way_out}"
+        ) from None
     except (OSError, ValueError) as error:
         # huggingface_hub's errors (no such repo or file, a broken connection) are OSErrors; a
         # malformed repo id is a ValueError.

@@ -587,3 +587,40 @@ def test_check_mask_coverage():
     with pytest.raises(ValueError, match=r"covers 99\.\d% of the image"):
         images.check_mask_coverage(mask)
     assert images.MAX_MASK_COVERAGE == 0.99
+
+
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        ("gated", "the Hub repository 'ybelkada/segment-anything' is gated: accept its terms at "
+         "https://huggingface.co/ybelkada/segment-anything while logged in, then set HF_TOKEN"),
+        ("missing", "there is no Hub repository 'ybelkada/segment-anything' (or it is private: "
+         "set HF_TOKEN"),
+        ("no file", "the Hub repository 'ybelkada/segment-anything' has no file "
+         "'checkpoints/sam_vit_b_01ec64.pth'; check $MAGEDIT_SAM_CHECKPOINT"),
+    ],
+)  # fmt: skip
+def test_a_gated_or_missing_sam_says_what_to_do(monkeypatch, error, said):
+    import httpx
+    import huggingface_hub
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    response = httpx.Response(403, request=httpx.Request("GET", "https://huggingface.co/api"))
+    kinds = {"gated": GatedRepoError, "missing": RepositoryNotFoundError,
+             "no file": RemoteEntryNotFoundError}  # fmt: skip
+
+    def download(repo, filename):
+        raise kinds[error]("refused", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(hub, "check_available", lambda repo, filename=None: None)
+    monkeypatch.delenv("MAGEDIT_SAM_REPO", raising=False)
+    monkeypatch.delenv("MAGEDIT_SAM_CHECKPOINT", raising=False)
+    with pytest.raises(ValueError) as raised:
+        checkpoint_path("vit_b")
+    assert str(raised.value).startswith(said)
+    assert str(raised.value).endswith("or --tiny for a random model")
