@@ -8,8 +8,9 @@ from pathlib import Path
 import gradio
 import pytest
 import yaml
+from test_hub import SD14_LISTING
 
-from magedit import segment
+from magedit import hub, segment
 from magedit.config import DEFAULT_SAM_MODEL, SD14_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,12 +70,8 @@ def test_preload_from_hub_holds_sd14_and_the_sam_checkpoint():
     assert set(space()["models"]) == set(preload)
     sam_files = preload[segment.SAM_REPO].split(",")
     assert sam_files == [segment.SAM_FILES[DEFAULT_SAM_MODEL]]
-    sd_files = set(preload[SD14_MODEL].split(","))
-    for part in ("unet", "vae"):  # what MagEditPipeline.from_pretrained reads
-        assert {f"{part}/config.json", f"{part}/diffusion_pytorch_model.safetensors"} <= sd_files
-    assert {"text_encoder/config.json", "text_encoder/model.safetensors"} <= sd_files
-    assert {"tokenizer/vocab.json", "tokenizer/merges.txt"} <= sd_files
-    assert not [f for f in sd_files if f.endswith(".ckpt")]  # never the multi-GB checkpoints
+    # What the engine reads on a GPU (half precision) from SD v1.4's repository, and nothing else.
+    assert preload[SD14_MODEL].split(",") == hub.sd_files(SD14_LISTING, half=True)
 
 
 def test_suggested_hardware_is_a_gpu():
