@@ -32,14 +32,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from magedit import images
+from magedit import images, piebench
 from magedit.config import EditConfig, config_from
 from magedit.files import write_bytes, write_image
 
@@ -76,6 +76,8 @@ FIELDS = [
     "ssim_outside",
     "attn_in_mask",
     "constraint_ratio",
+    *piebench.METRICS,  # empty for our own format
+    "category",
     "phrase",
     "source",
     "target",
@@ -98,11 +100,13 @@ FIELDS = [
 
 @dataclass(frozen=True)
 class Item:
-    """One dataset entry; ``image``/``mask`` are absolute paths, ``line`` its prompts.jsonl line."""
+    """One dataset entry; ``image`` an absolute path, ``mask`` one or the mask itself (PIE-Bench's
+    are run-length encoded), ``line`` its place in the dataset's file. A PIE-Bench item also has
+    its ``category`` (editing_type_id) and ``eval_mask``, the mask its metrics use."""
 
     id: str
     image: Path
-    mask: Path
+    mask: Path | np.ndarray
     source: str
     target: str
     words: tuple[str, ...]
@@ -110,6 +114,8 @@ class Item:
     negative_word: str | None
     phrase: str | None
     line: int
+    category: str = ""
+    eval_mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,13 +567,17 @@ def run_bench(
     merge: bool = True,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    format: str = "mag",
 ) -> BenchSummary:
     """Run ``methods`` on this process's shard of the dataset; resume from ``out``.
 
-    ``pipe``: a MagEditPipeline; ``metrics``: an ``evaluate.Metrics``. ``rank``/``world`` default
-    to ``state``'s (accelerate) or 0/1. With ``merge`` the main process merges the part files into
-    results.csv and writes table.md and the contact sheet once every process is done (with
-    ``state``: after ``wait_for_everyone``).
+    ``pipe``: a MagEditPipeline; ``metrics``: an ``evaluate.Metrics``, or for ``format``
+    "pie-bench" a ``piebench.PieMetrics`` (each edit gets PIE-Bench's metrics and ours).
+    ``rank``/``world`` default to ``state``'s (accelerate) or 0/1. With ``merge`` the main process
+    merges the part files into results.csv and writes table.md and the contact sheet once every
+    process is done (with ``state``: after ``wait_for_everyone``). A PIE-Bench item whose mask or
+    prompts the engine refuses (e.g. a whole-image style edit) is left out and listed, with the
+    reason, in skipped.txt; in our own format it stops the run before any work.
     """
     from tqdm import tqdm
 
@@ -578,7 +588,8 @@ def run_bench(
     log = log or (lambda text: print(text, file=sys.stderr))
     methods = _check_method_names(methods)
     out = Path(out).expanduser()
-    items = load_dataset(dataset)
+    pie = format == "pie-bench"
+    items = piebench.items(piebench.load(dataset)) if pie else load_dataset(dataset)
     items = items[:limit] if limit else items
     if rank is None or world is None:
         rank, world = (state.process_index, state.num_processes) if state else (0, 1)
@@ -618,10 +629,13 @@ def run_bench(
     #    before hours of work rather than in the middle. The prepared edits hold the images and
     #    a shard may be large: each is prepared again when its turn comes.
     phrases: dict[str, str] = {}
+    refused: dict[str, str] = {}
     for item in mine:
         if all((item.id, m) in finished for m in methods):
             continue
-        where = f"{item.id} (prompts.jsonl line {item.line})"
+        where = f"{item.id} ({piebench.MAPPING_FILE if pie else 'prompts.jsonl line'} " + (
+            f"entry {item.line})" if pie else f"{item.line})"
+        )
         try:
             for method in methods:
                 prepared = _prepare(pipe, item, method_config(method, item.type, *settings))
@@ -629,8 +643,16 @@ def run_bench(
                 item.target, prepared.words[0], STOPWORDS, noun=item.type != "object"
             )
         except ValueError as error:
-            raise ValueError(f"item {where}: {error}") from None
+            if not pie:
+                raise ValueError(f"item {where}: {error}") from None
+            refused[item.id] = " ".join(str(error).split())
+            log(f"skipping item {where}: {refused[item.id]}")
+            continue
         phrases[item.id] = phrase
+    if pie:
+        _write_skipped(out, rank, refused)
+    mine = [item for item in mine if item.id not in refused]
+    todo = [(i, m) for i, m in todo if i.id not in refused]
 
     # 3. Edit and measure, one row at a time, each written at once (an interruption loses at
     #    most the edit in progress).
@@ -666,9 +688,16 @@ def run_bench(
                 output = Path("images") / method / f"{item.id}.png"
                 write_image(out / output, result.composited)
                 start = time.perf_counter()
-                scores = metrics.measure(
+                ours = metrics.metrics if pie else metrics
+                scores = ours.measure(
                     image, result.composited, mask, phrase, images.composite_band(image.shape)
                 )
+                if pie:
+                    scores.update(
+                        metrics.measure(
+                            image, result.composited, item.eval_mask, item.source, item.target
+                        )
+                    )
                 coverage = float(mask.mean())
                 row = {
                     "item": item.id,
@@ -677,6 +706,7 @@ def run_bench(
                     "size": size_bucket(coverage),
                     "coverage": f"{coverage:.5f}",
                     **{k: repr(float(v)) for k, v in scores.items()},
+                    "category": item.category,
                     "attn_in_mask": repr(float(np.mean(in_mask))),
                     "constraint_ratio": repr(float(ratio)),
                     "phrase": phrase,
@@ -707,7 +737,7 @@ def run_bench(
     if state is not None and world > 1:
         state.wait_for_everyone()
     if merge and rank == 0 and (world == 1 or state is not None):
-        outputs = finish(out, items, methods)
+        outputs = finish(out, items, methods, format, getattr(metrics, "skipped", None))
     elif merge and rank == 0:
         log(
             f"the {world} processes are not connected, so nobody merges their results: when all "
@@ -721,10 +751,48 @@ def run_bench(
     return BenchSummary(made, len(mine) * len(methods) - len(todo), rank, world, outputs)
 
 
-def finish(out: Path, items: Sequence[Item], methods: Sequence[str]) -> list[Path]:
-    """Merge the part files into results.csv, write table.md and the contact sheet(s)."""
+def finish(
+    out: Path,
+    items: Sequence[Item],
+    methods: Sequence[str],
+    format: str = "mag",
+    not_measured: dict[str, str] | None = None,
+) -> list[Path]:
+    """Merge the part files into results.csv, write table.md (PIE-Bench's layout for its format,
+    with the metrics ``not_measured`` and why) and the contact sheet(s)."""
     out = Path(out)
     rows = merge_results(out, items)
-    write_bytes(out / "table.md", markdown_table(rows).encode())
-    sheets = contact_sheet(list(items), list(methods), out)
+    if format == "pie-bench":
+        skipped = _read_skipped(out)
+        kept = [item for item in items if item.id not in skipped]
+        notes = dict(not_measured or {})
+        if skipped:
+            notes["items"] = (
+                f"{len(skipped)} refused by the engine (listed with why in skipped.txt)"
+            )
+        table = piebench.markdown_table(rows, notes)
+    else:
+        kept, table = list(items), markdown_table(rows)
+    write_bytes(out / "table.md", table.encode())
+    sheets = contact_sheet(kept, list(methods), out)
     return [out / "results.csv", out / "table.md", *sheets]
+
+
+def _write_skipped(out: Path, rank: int, refused: dict[str, str]) -> None:
+    """This process's refused items, ``id<TAB>reason`` per line (parts/skipped-<rank>.txt)."""
+    lines = "".join(f"{key}\t{reason}\n" for key, reason in refused.items())
+    write_bytes(out / "parts" / f"skipped-{rank}.txt", lines.encode())
+
+
+def _read_skipped(out: Path) -> dict[str, str]:
+    """Every process's refused items, merged into skipped.txt (the part files removed)."""
+    skipped: dict[str, str] = {}
+    for path in [out / "skipped.txt", *sorted((out / "parts").glob("skipped-*.txt"))]:
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                key, _, reason = line.partition("\t")
+                skipped[key] = reason
+    write_bytes(out / "skipped.txt", "".join(f"{k}\t{v}\n" for k, v in skipped.items()).encode())
+    for path in (out / "parts").glob("skipped-*.txt"):
+        path.unlink()
+    return skipped

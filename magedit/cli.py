@@ -411,6 +411,14 @@ def _add_bench(commands) -> None:
         help="write a sample dataset from the repository's assets/ examples into DIR and stop",
     )
     bench.add_argument(
+        "--format",
+        choices=("mag", "pie-bench"),
+        default="mag",
+        help="the dataset's format: ours (prompts.jsonl) or PIE-Bench's as distributed "
+        "(mapping_file.json, annotation_images/); pie-bench also writes PIE-Bench's metrics and "
+        "its published rows beside ours",
+    )
+    bench.add_argument(
         "--methods",
         default="magedit-tr,magedit-sr,p2p-blend,p2p",
         metavar="LIST",
@@ -780,23 +788,30 @@ def run_edit(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     """``magedit bench``: write a sample dataset, or check a dataset, load the models (once per
     process), run this process's shard, merge on the main process."""
-    from magedit import bench
+    from magedit import bench, piebench
     from magedit.loading import load_metrics
 
     # 1. Check inputs that need no model: the dataset, the methods, the numbers.
     if args.make_sample:
         if args.dataset:
             raise UsageError("--make-sample DIR writes a dataset; give no DATASET with it")
-        path = bench.make_sample(args.make_sample)
-        count = len(bench.load_dataset(path.parent))
-        print(f"{path}  {count} items; run: {PROG} bench {path.parent} --tiny")
+        if args.format == "pie-bench":
+            path = piebench.make_sample(args.make_sample)
+            count = len(piebench.load(path.parent))
+            run = f"{PROG} bench {path.parent} --format pie-bench --tiny"
+        else:
+            path = bench.make_sample(args.make_sample)
+            count = len(bench.load_dataset(path.parent))
+            run = f"{PROG} bench {path.parent} --tiny"
+        print(f"{path}  {count} items; run: {run}")
         return EXIT_OK
     if not args.dataset:
         raise UsageError("give a DATASET folder, or --make-sample DIR to write an example one")
     if args.tiny and (args.clip_model or args.dino_model):
         raise UsageError("--clip-model/--dino-model do not go with --tiny (random weights)")
     methods = bench.parse_methods(args.methods)
-    items = bench.load_dataset(args.dataset)
+    pie = args.format == "pie-bench"
+    items = piebench.items(piebench.load(args.dataset)) if pie else bench.load_dataset(args.dataset)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit is {args.limit}; give 1 or more items")
     steps = args.steps if args.steps is not None else (4 if args.tiny else 50)
@@ -816,6 +831,8 @@ def run_bench(args: argparse.Namespace) -> int:
     quiet_libraries()
     pipe = load_pipeline(args.model, device, args.dtype, args.tiny)
     metrics = load_metrics(args.clip_model, args.dino_model, str(pipe.device), args.tiny)
+    if pie:  # LPIPS' backbone is a download too: tried with real weights only
+        metrics = piebench.PieMetrics(metrics, lpips=not args.tiny)
     if args.tiny and rank == 0:
         print(
             f"{PROG}: warning: --tiny uses random, untrained weights; the numbers are noise",
@@ -837,6 +854,7 @@ def run_bench(args: argparse.Namespace) -> int:
         limit=args.limit,
         state=state,
         quiet=args.quiet,
+        format=args.format,
     )
     for path in summary.outputs:
         print(path)

@@ -327,6 +327,13 @@ class DinoStructure:
         """HWC uint8 -> (T, heads * d) keys of the last block (T = 1 + patches)."""
         size = size or self.input_size(*image.shape[:2])
         x = _to_tensor(image, size, IMAGENET_MEAN, IMAGENET_STD, self.device, self.model.dtype)
+        return self.keys_of(x)
+
+    @torch.no_grad()
+    def keys_of(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) input, already resized and normalised -> (T, heads * d) keys of the last
+        block (for a preprocessing other than ours: PIE-Bench's)."""
+        x = pixels.to(device=self.device, dtype=self.model.dtype)
         captured: list[torch.Tensor] = []
         handle = self._key_layer.register_forward_hook(lambda m, i, o: captured.append(o))
         try:
