@@ -209,3 +209,53 @@ def test_lpips_without_its_backbone_weights_is_left_out_with_the_reason(monkeypa
     reason = metrics.skipped["lpips_unedit_part"]
     assert reason.startswith("not measured: LPIPS needs torchvision's SqueezeNet 1.1 weights")
     assert "URLError" in reason
+
+
+def test_our_clip_score_is_torchmetrics_clipscore(pie_metrics):
+    # Their CLIPScore (torchmetrics) cannot load a model of ours by path, and with transformers
+    # 5 its update fails on the model's output objects; given the same tiny CLIP through a thin
+    # adapter that returns tensors, its update function and our scorer agree.
+    import importlib
+
+    import torch
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    from magedit.evaluate import _features
+
+    clip_score = importlib.import_module("torchmetrics.functional.multimodal.clip_score")
+    clip = pie_metrics.clip
+    size = {"shortest_edge": clip.size}
+    crop = {"height": clip.size, "width": clip.size}
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size=size, crop_size=crop),
+        tokenizer=getattr(clip.tokenizer, "_tokenizer", clip.tokenizer),
+    )
+
+    class Tensors(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.config = model, model.config
+
+        def get_image_features(self, *args, **kwargs):
+            return _features(self.model.get_image_features(*args, **kwargs))
+
+        def get_text_features(self, *args, **kwargs):
+            return _features(self.model.get_text_features(*args, **kwargs))
+
+    rng = np.random.default_rng(0)
+    for shape in ((512, 512, 3), (300, 451, 3)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        for text in ("a green sofa", "a photo of a cat with blue eyes"):
+            with torch.no_grad():
+                score, _ = clip_score._clip_score_update(
+                    torch.from_numpy(image).permute(2, 0, 1), text, Tensors(clip.model), processor
+                )
+            theirs = max(float(score.mean()), 0.0)  # CLIPScore.compute clamps at 0
+            # Random weights give negative cosines (both clamp to 0): compare before the clamp.
+            ids = clip.tokenizer([text], padding="max_length", max_length=77, return_tensors="pt")
+            with torch.no_grad():
+                t = _features(clip.model.get_text_features(**ids))
+                i = _features(clip.model.get_image_features(pixel_values=clip._pixels(image)))
+            ours_raw = 100 * float(torch.nn.functional.cosine_similarity(i, t))
+            assert ours_raw == pytest.approx(float(score.mean()), abs=0.01)
+            assert clip.score(image, text) == pytest.approx(theirs, abs=0.01)
