@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a local SAM checkpoint, Meta's .pth for --sam-model (default: "
         "$MAGEDIT_SAM_CHECKPOINT, else downloaded once from the Hugging Face Hub)",
     )  # fmt: skip
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--device", help="torch device of the one pipeline (default: see --devices)"
+    )
+    parser.add_argument(
+        "--devices", metavar="LIST",
+        help="one pipeline per device, comma-separated (cuda:0,cuda:1); edits run on as many at "
+        "once, each on a free one (default: every visible GPU, else the CPU)",
+    )  # fmt: skip
     parser.add_argument(
         "--host",  # Hugging Face Spaces sets GRADIO_SERVER_NAME=0.0.0.0; an explicit --host wins
         default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
@@ -101,9 +108,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.tiny and args.sam_checkpoint:
         parser.error("--sam-checkpoint does not go with --tiny (random weights for every model)")
     try:  # first: offline without the weights, this fails at once, before gradio is imported
-        pipe = loading.load_pipeline(args.model, args.device, "auto", args.tiny)
+        devices = pipeline_devices(args)
+        pipe, *more = (loading.load_pipeline(args.model, d, "auto", args.tiny) for d in devices)
     except (ValueError, OSError) as error:  # the message names the way out
         _fail(one_line(error))
+    if more:
+        print(f"app.py: a pipeline on each of {', '.join(devices)}", file=sys.stderr)
     try:
         segmenter = loading.load_segmenter(
             args.sam_model, args.sam_checkpoint, segmenter_device(args), "auto", args.tiny
@@ -133,8 +143,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         output_dir=OUTPUT_DIR,
         time_limit=args.time_limit,
         trust_forwarded=args.behind_proxy,
+        more_pipelines=[(lambda other=other: other) for other in more],
     )
     demo.launch(**launch_options(args))
+
+
+def pipeline_devices(args: argparse.Namespace) -> list[str | None]:
+    """The devices that get a pipeline each: ``--devices``, else ``--device``, else every
+    visible GPU (one list entry None: the pipeline's default device). ValueError for a device
+    named twice or both options given."""
+    if args.devices and args.device:
+        raise ValueError("give --device or --devices, not both")
+    if args.devices:
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        repeated = sorted({d for d in devices if devices.count(d) > 1})
+        if not devices or repeated:
+            raise ValueError(
+                f"--devices {args.devices!r}: name each device once (one pipeline per device), "
+                "e.g. cuda:0,cuda:1"
+            )
+        return devices
+    if args.device or args.tiny:
+        return [args.device]
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(count)] if count > 1 else [None]
 
 
 def segmenter_device(args: argparse.Namespace) -> str | None:

@@ -76,7 +76,7 @@ def _reason(error: BaseException) -> str:
     return reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 3] + "..."
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)  # one per GPU of a host (app.py --devices)
 def load_pipeline(
     model: str | None = None, device: str | None = None, dtype: str = "auto", tiny: bool = False
 ) -> MagEditPipeline:

@@ -39,6 +39,7 @@ from web_support import (
 
 from magedit import images
 from magedit.web import build_demo, charts, events, job
+from magedit.web.admission import Admission
 from magedit.web.api import API_PARAMETERS
 from magedit.web.job import JobTimeout
 from magedit.web.limits import GALLERY_SIZE, TIME_LIMIT
@@ -645,8 +646,8 @@ def test_the_time_limit_trips_while_a_step_hangs_and_the_next_job_runs(
     release.set()  # the slow step ends; the worker stops before the next one
     worker.join(timeout=120)
     assert not worker.is_alive() and len(calls) == 3
-    assert job.PIPELINE_LOCK.acquire(blocking=False)
-    job.PIPELINE_LOCK.release()
+    assert job.pipeline_lock(tiny_pipe).acquire(blocking=False)
+    job.pipeline_lock(tiny_pipe).release()
     assert not svc.output_dir.exists()
     monkeypatch.undo()
     finishes(svc, prepared)
@@ -702,8 +703,8 @@ def test_cancel_stops_the_worker_at_its_next_step_and_frees_the_pipeline(
     assert not worker.is_alive() and len(calls) == 3
     reported = list(worker)  # what it reported before it stopped, and no error
     assert [(r.done, r.total) for r in reported] == [(1, 12), (2, 12)]
-    assert job.PIPELINE_LOCK.acquire(blocking=False)
-    job.PIPELINE_LOCK.release()
+    assert job.pipeline_lock(tiny_pipe).acquire(blocking=False)
+    job.pipeline_lock(tiny_pipe).release()
 
 
 def test_closing_the_stream_cancels_its_worker(svc, path, paused):
@@ -777,3 +778,70 @@ def test_the_empty_chart_says_when_it_appears():
         assert not list(chart.iter(f"{SVG}polyline")) and not list(chart.iter(f"{SVG}circle"))
         said = [t.text for t in chart.iter(f"{SVG}text")]
         assert "appears when an edit runs" in said
+
+
+# ------------------------------------------------------------------------------ several GPUs
+def test_two_pipelines_run_two_edits_at_once_and_a_cancel_stops_only_its_own(
+    tmp_path, path, monkeypatch
+):
+    # Two CPU pipelines stand for two GPUs. Each edit's first UNet call waits until both edits
+    # have reached theirs: they can finish only if they run at the same time, each on its own
+    # pipeline. Then the first is cancelled (its generator closed, as Gradio's Cancel does)
+    # while the second finishes and writes its result.
+    from magedit import MagEditPipeline
+
+    pipes = [MagEditPipeline.tiny(seed=0), MagEditPipeline.tiny(seed=0)]
+    svc = services(pipe=pipes[0], output_dir=tmp_path / "out", more_pipelines=[lambda: pipes[1]])
+    assert svc.line.slots == 2
+    reached = [threading.Event(), threading.Event()]
+    cancel_seen = threading.Event()
+    for number, pipe in enumerate(pipes):
+
+        def fault(calls, latents, t, emb, real, number=number):
+            reached[number].set()
+            assert all(event.wait(timeout=120) for event in reached)  # both run at once
+            if number == 0 and len(calls) == 3:
+                cancel_seen.wait(timeout=120)  # the first is cancelled in the middle
+            return real(latents, t, emb)
+
+        unet_double(pipe, monkeypatch, fault)
+    prepared = events.prepare(svc, edit_request(path, inversion="ddim", steps=6))
+    jobs = [events.edit_job(svc, prepared, request(f"s{n}")) for n in range(2)]
+    first_update, second = [], {}
+    starts = threading.Thread(target=lambda: first_update.append(next(jobs[0])))
+    finishes = threading.Thread(target=lambda: second.update(updates=list(jobs[1])))
+    starts.start()
+    finishes.start()
+    starts.join(timeout=300)  # its first step is done: both edits had reached their UNet
+    assert first_update and all(event.is_set() for event in reached)
+    jobs[0].close()  # Cancel, while its worker waits in its third UNet call
+    cancel_seen.set()
+    finishes.join(timeout=300)
+    assert not finishes.is_alive()
+    final = second["updates"][-1]
+    assert "Done in" in final["status"] and Path(final["download"]).is_file()
+    written = list((tmp_path / "out").rglob("*.png"))
+    assert len(written) == 1  # the cancelled edit wrote nothing
+    for pipe in pipes:  # both pipelines are free again
+        assert job.pipeline_lock(pipe).acquire(timeout=120)
+        job.pipeline_lock(pipe).release()
+    with svc.line.ticket() as ticket:
+        assert svc.line.take(ticket, 0) and svc.line.slot(ticket) == 0
+
+
+def test_with_two_gpus_a_third_edit_waits_and_is_told_so(tmp_path):
+    from magedit.web.job import Line
+
+    line = Line(slots=2)
+    svc = types.SimpleNamespace(line=line, admission=Admission())
+    with line.ticket() as first, line.ticket() as second, line.ticket() as third:
+        assert line.take(first, 0) and line.take(second, 0)
+        assert (line.slot(first), line.slot(second), line.slot(third)) == (0, 1, None)
+        assert not line.take(third, 0) and line.ahead(third) == 2
+        waiting = events.wait_turn(svc, third, request("c"), seconds=0)
+        assert "Waiting for one of the 2 GPUs: 2 edits ahead of yours" in next(waiting)["status"]
+        waiting.close()
+    with line.ticket() as a, line.ticket() as b:
+        assert line.take(a, 0) and line.take(b, 0) and {line.slot(a), line.slot(b)} == {0, 1}
+    with pytest.raises(ValueError, match="at least one slot"):
+        Line(slots=0)

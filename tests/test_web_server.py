@@ -284,6 +284,7 @@ def test_main_builds_the_page_on_the_loaded_models_and_launches_it(
         "trust_forwarded": True,
         "pipe": tiny_pipe,
         "segmenter": segmenter,
+        "more_pipelines": [],
     }
     assert (tmp_path / "outputs").is_dir()
     assert launched["server_port"] == 7999 and launched["core"] == 1  # a CPU pipeline
@@ -626,3 +627,44 @@ def test_a_fresh_gpu_worker_edits_as_a_warm_one(tiny_pipe, image, mask):
     assert not cold.inversion_cached
     assert np.array_equal(cold.composited, warm.composited)
     assert np.array_equal(cold.composited, first.composited)
+
+
+def test_main_loads_a_pipeline_per_device_and_gives_the_page_them_all(monkeypatch, tmp_path):
+    import magedit.loading
+    import magedit.web
+
+    asked, built = [], {}
+
+    def load(model, device, dtype, tiny):
+        asked.append(device)
+        return types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"), name=device)
+
+    monkeypatch.setattr(magedit.loading, "load_pipeline", load)
+    monkeypatch.setattr(magedit.loading, "load_segmenter", lambda *args: object())
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "outputs")
+
+    def build(load_pipeline, load_segmenter, **kwargs):
+        built.update(first=load_pipeline(), more=[load() for load in kwargs["more_pipelines"]])
+        return types.SimpleNamespace(launch=lambda **options: None)
+
+    monkeypatch.setattr(magedit.web, "build_demo", build)
+    app.main(["--tiny", "--devices", "cuda:0, cuda:1,cuda:2", "--port", "0"])
+    assert asked == ["cuda:0", "cuda:1", "cuda:2"]
+    assert built["first"].name == "cuda:0" and [p.name for p in built["more"]] == [
+        "cuda:1",
+        "cuda:2",
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--devices", "cuda:0,cuda:0"], "--devices 'cuda:0,cuda:0': name each device once"),
+        (["--devices", "cuda:0", "--device", "cuda:1"], "give --device or --devices, not both"),
+    ],
+)
+def test_devices_are_named_once(argv, said, capsys):
+    with pytest.raises(SystemExit) as done:
+        app.main(["--tiny", *argv, "--port", "0"])
+    assert done.value.code == 2
+    assert said in capsys.readouterr().err

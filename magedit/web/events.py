@@ -93,7 +93,9 @@ class Lazy(Generic[T]):
 @dataclasses.dataclass
 class Services:
     """What the handlers share: the models (loaded on first use), where results go, each edit's
-    time limit, the edit queue's admission, and the examples."""
+    time limit, the edit queue's admission, and the examples. ``pipeline`` checks and prepares
+    every edit and runs those on slot 0 of the line; ``more_pipelines`` (one per further GPU, the
+    same model) run those on slots 1, 2, ..."""
 
     pipeline: Callable[[], MagEditPipeline]
     segmenter: Callable[[], Segmenter]
@@ -101,7 +103,16 @@ class Services:
     time_limit: float
     admission: Admission
     examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    line: Line = dataclasses.field(default_factory=Line)
+    more_pipelines: Sequence[Callable[[], MagEditPipeline]] = ()
+    line: Line | None = None
+
+    def __post_init__(self):
+        if self.line is None:
+            self.line = Line(slots=1 + len(self.more_pipelines))
+
+    def pipeline_of(self, slot: int) -> Callable[[], MagEditPipeline]:
+        """The pipeline that runs the edits of the line's ``slot``."""
+        return (self.pipeline, *self.more_pipelines)[slot]
 
 
 class ModelUnavailable(Exception):
@@ -638,12 +649,12 @@ def run(
     prepared: PreparedEdit,
     made: frozenset,
     history: Sequence[tuple[str, str]] | None,
-    cancelled: threading.Event | None = None,
+    slot: int = 0,
 ) -> Iterator[dict[str, Any]]:
-    """Invert and edit ``prepared`` on a worker thread; yield update dicts as it reports. Ends
-    with the result's update. Raises ValueError, FloatingPointError, JobTimeout or an
-    out-of-memory RuntimeError as they happen."""
-    pipe = _model(services.pipeline, "the model")
+    """Invert and edit ``prepared`` on a worker thread, with the pipeline of the line's ``slot``;
+    yield update dicts as it reports. Ends with the result's update. Raises ValueError,
+    FloatingPointError, JobTimeout or an out-of-memory RuntimeError as they happen."""
+    pipe = _model(services.pipeline_of(slot), "the model")
     stream = Stream(prepared, made=made)
     worker = Worker(pipe, prepared, services.time_limit)
     worker.start()
@@ -710,9 +721,9 @@ def gpu_duration(services: Services, prepared: Any, *_: Any) -> int:
 
 
 @_gpu(duration=gpu_duration)
-def run_on_gpu(services: Services, prepared: Any, made: frozenset, history: Any):
+def run_on_gpu(services: Services, prepared: Any, made: frozenset, history: Any, slot: int = 0):
     """The edit's GPU work (under ZeroGPU on a ZeroGPU Space, a plain call elsewhere)."""
-    yield from run(services, prepared, made, history)
+    yield from run(services, prepared, made, history, slot)
 
 
 class StoppedListening(Exception):
@@ -727,10 +738,11 @@ def wait_turn(
     while not services.line.take(ticket, seconds):
         if not services.admission.listening(request):
             raise StoppedListening
-        ahead = services.line.ahead(ticket)
+        ahead, slots = services.line.ahead(ticket), services.line.slots
+        gpus = "the GPU" if slots == 1 else f"one of the {slots} GPUs"
         yield {
             "status": status_html(
-                f"Waiting for the GPU: {ahead} edit{'s' * (ahead != 1)} ahead of yours. "
+                f"Waiting for {gpus}: {ahead} edit{'s' * (ahead != 1)} ahead of yours. "
                 "Cancel leaves the line."
             )
         }
@@ -747,7 +759,8 @@ def edit_job(
     (``run_on_gpu``). Closing the generator (Cancel) leaves the line or stops the work."""
     with services.line.ticket() as ticket:
         yield from wait_turn(services, ticket, request)
-        for update in run_on_gpu(services, prepared, made, history):
+        slot = services.line.slot(ticket)
+        for update in run_on_gpu(services, prepared, made, history, slot):
             if not services.admission.listening(request):
                 raise StoppedListening  # closing run_on_gpu stops the worker at its next step
             yield update

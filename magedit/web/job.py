@@ -12,6 +12,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,27 +34,40 @@ OUT_OF_MEMORY = (
     "again when other edits have finished"
 )
 
-# MagEditPipeline is not re-entrant. Edits run one at a time (the queue's concurrency limit),
-# but a cancelled edit's thread may still be finishing its step when the next edit starts: the
-# next one waits for it here.
-PIPELINE_LOCK = threading.Lock()
+# A MagEditPipeline is not re-entrant. Each runs one edit at a time (the line gives each of the
+# page's pipelines one edit), but a cancelled edit's thread may still be finishing its step when
+# the next edit on that pipeline starts: the next one waits for it here, per pipeline.
+_PIPELINE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def pipeline_lock(pipe: Any) -> threading.Lock:
+    """The lock an edit holds while it runs on ``pipe``."""
+    with _LOCKS_LOCK:
+        return _PIPELINE_LOCKS.setdefault(pipe, threading.Lock())
 
 
 class Line:
-    """The edits waiting for the GPU, first come first served. An edit joins when its job
-    starts (``ticket``), is told its place while it waits, runs when it is first and the GPU is
-    free, and leaves when it ends, is cancelled or its client stops listening. The page shows
-    the place on the status line and Cancel works while waiting: Gradio's own queue, which the
-    edits do not wait in, could do neither."""
+    """The edits waiting for a GPU, first come first served. An edit joins when its job starts
+    (``ticket``), is told its place while it waits, runs when it is first and one of the
+    ``slots`` (one per pipeline: one per GPU) is free, and leaves when it ends, is cancelled or
+    its client stops listening. The page shows the place on the status line and Cancel works
+    while waiting: Gradio's own queue, which the edits do not wait in, could do neither."""
 
-    def __init__(self):
+    def __init__(self, slots: int = 1):
+        if slots < 1:
+            raise ValueError(f"a line needs at least one slot (GPU), got {slots}")
         self._changed = threading.Condition()
         self._waiting: list[object] = []  # tickets, first in line first
-        self._running: object | None = None
+        self._running: list[object | None] = [None] * slots  # the ticket on each slot
+
+    @property
+    def slots(self) -> int:
+        return len(self._running)
 
     @contextlib.contextmanager
     def ticket(self) -> Iterator[object]:
-        """A place in line for the block; left (and the GPU released if held) at its end."""
+        """A place in line for the block; left (and its slot freed if it held one) at its end."""
         ticket = object()
         with self._changed:
             self._waiting.append(ticket)
@@ -63,8 +77,7 @@ class Line:
             with self._changed:
                 if ticket in self._waiting:
                     self._waiting.remove(ticket)
-                if self._running is ticket:
-                    self._running = None
+                self._running = [None if t is ticket else t for t in self._running]
                 self._changed.notify_all()
 
     def ahead(self, ticket: object) -> int:
@@ -72,19 +85,27 @@ class Line:
         with self._changed:
             if ticket not in self._waiting:
                 return 0
-            return self._waiting.index(ticket) + (self._running is not None)
+            running = sum(t is not None for t in self._running)
+            return self._waiting.index(ticket) + running
 
     def take(self, ticket: object, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for this ticket's turn; True once it holds the GPU."""
+        """Wait up to ``timeout`` seconds for this ticket's turn; True once it holds a slot
+        (which: ``slot``)."""
         with self._changed:
-            self._changed.wait_for(
-                lambda: self._running is None and self._waiting[:1] == [ticket], timeout
-            )
-            if self._running is None and self._waiting[:1] == [ticket]:
-                self._waiting.pop(0)
-                self._running = ticket
-                return True
-            return False
+
+            def turn() -> bool:
+                return None in self._running and self._waiting[:1] == [ticket]
+
+            if not self._changed.wait_for(turn, timeout):
+                return False
+            self._waiting.pop(0)
+            self._running[self._running.index(None)] = ticket
+            return True
+
+    def slot(self, ticket: object) -> int | None:
+        """The slot (pipeline) this ticket holds, or None while it waits."""
+        with self._changed:
+            return next((i for i, t in enumerate(self._running) if t is ticket), None)
 
 
 class Cancelled(Exception):
@@ -152,12 +173,13 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not PIPELINE_LOCK.acquire(timeout=0.1):
+            lock = pipeline_lock(self.pipe)
+            while not lock.acquire(timeout=0.1):
                 self._check()  # a previous, cancelled job is finishing its step
             try:
                 self._work()
             finally:
-                PIPELINE_LOCK.release()
+                lock.release()
         except Cancelled:
             pass
         except BaseException as error:  # handed to the event's thread, which reports it

@@ -87,13 +87,16 @@ def build_demo(
     time_limit: float = TIME_LIMIT,
     assets_dir: Path | str = ASSETS_DIR,
     trust_forwarded: bool = False,
+    more_pipelines: Sequence[Callable[[], MagEditPipeline]] = (),
 ) -> gr.Blocks:
     """The page. ``load_pipeline`` and ``load_segmenter`` are each called once, on first need
     (app.py loads both before launch, so a model that cannot load is reported at once); without
     ``load_segmenter`` clicking says that Segment Anything is not available. ``tiny`` shows the
     random-weights banner and picks quick defaults; ``time_limit`` is each edit's wall-clock
     limit in seconds; the examples come from ``assets_dir`` (shown as thumbnails, never run);
-    ``trust_forwarded``: the page runs behind a proxy that sets X-Forwarded-For (a Space)."""
+    ``trust_forwarded``: the page runs behind a proxy that sets X-Forwarded-For (a Space).
+    ``more_pipelines``: one more pipeline of the same model per further GPU; edits then run on
+    as many GPUs at once, each on a free one."""
     if not time_limit > 0:
         raise ValueError(f"time_limit is {time_limit}; give a number of seconds above 0")
     admission = Admission(trust_forwarded=trust_forwarded)
@@ -104,6 +107,7 @@ def build_demo(
         time_limit=float(time_limit),
         admission=admission,
         examples=events.load_examples(Path(assets_dir)),
+        more_pipelines=[Lazy(load) for load in more_pipelines],
     )
     defaults = Defaults.for_model(tiny)
 
