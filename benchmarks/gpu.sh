@@ -29,5 +29,7 @@ bench 120 sd14_bf16_reference --inversion direct --paths fast,reference --no-ree
 bench 60 sd14_bf16_eager --inversion direct --paths fast --no-cuda-graphs --no-reedit
 # 3. fp16 (what a T4 would run), fast path only.
 bench 60 sd14_fp16 --dtype float16 --inversion direct --paths fast
+# 3b. What the first visitor pays: a fresh process's first edit, and a new photo shape (issue 15).
+bench 120 sd14_first_use --inversion direct,null_text --first-use
 # 4. Where a null-text step's and a MAG iteration's GPU time goes, channels_last.
 timeout 60 python3 benchmarks/unet_calls.py --profile --formats channels_last --backends default 2>&1 | quiet | tee "$OUT/unet_calls.jsonl"

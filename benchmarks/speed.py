@@ -350,6 +350,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(no weights, no arithmetic, no GPU; SD v1.4 at paper defaults: about 15 min on 2 cores)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--first-use",
+        action="store_true",
+        help="no warm-up: time the first edit of a fresh process, a second one of another photo "
+        "of the same shape, then the first and second of a new shape (640 x 480), per inversion "
+        "(issue 15's cold-start rows); fast path only",
+    )
     parser.add_argument("--compile", action="store_true", help="EditConfig(compile=True)")
     parser.add_argument(
         "--channels-last",
@@ -394,6 +401,8 @@ def main(argv=None) -> int:
         early_stop=args.early_stop,
         cuda_graphs=not args.no_cuda_graphs,
     )
+    if args.first_use:
+        return first_use(args, pipe, resolution, options, build_seconds)
     # Warm-up of every (inversion, path) to be timed (kernel selection and loading, allocator,
     # lazy imports; with --compile, the compilation), so the first timed run is not penalised.
     for method in args.inversion.split(","):
@@ -460,6 +469,50 @@ def main(argv=None) -> int:
                 entry[f"{key}_flops"] = round(fast["flops"][key] / ref["flops"][key], 3)
         ratios[method] = entry
     print(json.dumps({**common, "fast_over_reference": ratios}), flush=True)
+    return 0
+
+
+def first_use(args, pipe, resolution: int, options: dict[str, Any], build_seconds: float) -> int:
+    """``--first-use``: what the first visitor pays. Per inversion method, in one fresh process:
+    the first edit (captures, kernel selection, lazy imports all fall in it), a second edit of
+    another photo of the same shape (nothing cached), then two edits of photos of a new shape
+    (640 x 480: processing size 512 x 384). Prints one JSON line per method with the seconds and
+    the two differences of issue 15's table."""
+    from magedit.config import EditConfig
+
+    same_a, mask = scene(resolution, resolution)
+    same_b = 255 - same_a  # another photo: its inversion is not cached
+    wide_a, wide_mask = scene(480, 640)
+    wide_b = 255 - wide_a
+    for method in args.inversion.split(","):
+        config = EditConfig(inversion=method, resolution=resolution, **options)
+        config = config.with_steps(args.steps).replace(max_iter=args.iterations, tau2=args.tau2)
+        runs = {}
+        for name, image, region in (("first", same_a, mask), ("second", same_b, mask),
+                                    ("new_shape_first", wide_a, wide_mask),
+                                    ("new_shape_second", wide_b, wide_mask)):  # fmt: skip
+            record = run_one(pipe, image, region, config, flops=False, reedit=False)
+            runs[name] = record["seconds"]["total"]
+        print(
+            json.dumps(
+                {
+                    "size": args.size,
+                    "device": str(pipe.device),
+                    "device_name": torch.cuda.get_device_name(pipe.device)
+                    if pipe.device.type == "cuda"
+                    else platform.processor() or platform.machine(),
+                    "dtype": str(pipe.dtype).replace("torch.", ""),
+                    "inversion": method,
+                    "first_use_seconds": runs,
+                    "first_minus_second": round(runs["first"] - runs["second"], 3),
+                    "new_shape_minus_same_shape": round(
+                        runs["new_shape_first"] - runs["second"], 3
+                    ),
+                    "build_seconds": round(build_seconds, 2),
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -78,3 +78,17 @@ def test_the_meta_count_of_an_editing_phase_equals_a_real_edits(inversion, refer
     previews = config.steps * 2 * 4 * 3 * 16 * 16
     assert meta > 1e9
     assert real.flops - previews == meta
+
+
+def test_first_use_reports_the_cold_start_rows(capsys):
+    argv = ["--size", "tiny", "--steps", "4", "--iterations", "1", "--tau2", "2"]
+    assert speed.main([*argv, "--inversion", "direct", "--first-use"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    record = json.loads(line)
+    runs = record["first_use_seconds"]
+    assert set(runs) == {"first", "second", "new_shape_first", "new_shape_second"}
+    assert all(seconds > 0 for seconds in runs.values())
+    assert record["first_minus_second"] == round(runs["first"] - runs["second"], 3)
+    assert record["new_shape_minus_same_shape"] == round(
+        runs["new_shape_first"] - runs["second"], 3
+    )
