@@ -175,6 +175,8 @@ def load(folder: str | os.PathLike[str]) -> list[Entry]:
             image = folder / IMAGES_DIR / item["image_path"]
             category = str(item["editing_type_id"])
             source, target = item["original_prompt"], item["editing_prompt"]
+            if not (isinstance(source, str) and isinstance(target, str)):
+                raise TypeError("the prompts must be text")
             encoded = tuple(int(v) for v in item["mask"])
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(

@@ -92,6 +92,14 @@ def test_a_broken_mapping_says_which_entry(tmp_path, sample):
     (tmp_path / "mapping_file.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="leaves annotation_images/"):
         piebench.load(tmp_path)
+    bad["000000000009"].update(image_path=mapping["000000000001"]["image_path"], mask=None)
+    (tmp_path / "mapping_file.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="needs image_path, .* and a mask list of numbers"):
+        piebench.load(tmp_path)
+    bad["000000000009"].update(mask=[1, 2], editing_prompt=None)
+    (tmp_path / "mapping_file.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="TypeError: the prompts must be text"):
+        piebench.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="no mapping_file.json"):
         piebench.load(tmp_path / "annotation_images")
 
