@@ -109,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--sam-checkpoint does not go with --tiny (random weights for every model)")
     try:  # first: offline without the weights, this fails at once, before gradio is imported
         devices = pipeline_devices(args)
-        pipe, *more = (loading.load_pipeline(args.model, d, "auto", args.tiny) for d in devices)
+        pipe = loading.load_pipeline(args.model, devices[0], "auto", args.tiny)
+        if devices[1:] == [ALL_GPUS]:
+            devices = [str(pipe.device), *other_gpus(pipe.device)]
+        more = [loading.load_pipeline(args.model, d, "auto", args.tiny) for d in devices[1:]]
     except (ValueError, OSError) as error:  # the message names the way out
         _fail(one_line(error))
     if more:
@@ -148,10 +151,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo.launch(**launch_options(args))
 
 
+ALL_GPUS = "all other GPUs"  # pipeline_devices' placeholder, resolved once torch is loaded
+
+
 def pipeline_devices(args: argparse.Namespace) -> list[str | None]:
-    """The devices that get a pipeline each: ``--devices``, else ``--device``, else every
-    visible GPU (one list entry None: the pipeline's default device). ValueError for a device
-    named twice or both options given."""
+    """The devices that get a pipeline each: ``--devices``, else ``--device``, else the default
+    device followed by ALL_GPUS (every further visible GPU, found once the first pipeline has
+    loaded torch: offline, a missing model is reported before torch is imported). ValueError
+    for a device named twice or both options given."""
     if args.devices and args.device:
         raise ValueError("give --device or --devices, not both")
     if args.devices:
@@ -165,10 +172,17 @@ def pipeline_devices(args: argparse.Namespace) -> list[str | None]:
         return devices
     if args.device or args.tiny:
         return [args.device]
+    return [None, ALL_GPUS]
+
+
+def other_gpus(first: Any) -> list[str]:
+    """Every visible GPU but ``first`` (a torch device), as device names."""
     import torch
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [f"cuda:{i}" for i in range(count)] if count > 1 else [None]
+    if first.type != "cuda":
+        return []
+    index = first.index if first.index is not None else torch.cuda.current_device()
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count()) if i != index]
 
 
 def segmenter_device(args: argparse.Namespace) -> str | None:

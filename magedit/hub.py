@@ -105,14 +105,23 @@ def listing(folder: Path) -> list[str]:
 
 
 def cached_snapshot(repo: str) -> Path | None:
-    """The cached snapshot folder of Hub repository ``repo`` (its main revision), or None."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    """The cached snapshot folder of Hub repository ``repo`` (its main revision), or None.
 
+    Read from the cache's layout (``models--org--name/refs/main`` -> ``snapshots/<commit>``),
+    not through ``snapshot_download(local_files_only=True)``: since huggingface_hub caches the
+    repository's whole file list, that call refuses a snapshot missing any file of the
+    repository, so a copy holding exactly the files the engine reads (what ``sd_folder``
+    downloads) would count as absent. Whether the files present suffice is ``sd_files``' call.
+    """
+    from huggingface_hub import constants
+
+    root = Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
     try:
-        return Path(snapshot_download(repo, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        commit = (root / "refs" / "main").read_text(encoding="utf-8").strip()
+    except OSError:
         return None
+    folder = root / "snapshots" / commit
+    return folder if commit and folder.is_dir() else None
 
 
 def unreachable() -> str | None:

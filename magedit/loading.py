@@ -92,7 +92,7 @@ def load_pipeline(
 
     name = model or default_model()
     if not tiny:
-        name = _model_source(name)
+        name = model_source(name)
     quiet_libraries()
     from magedit.pipeline import MagEditPipeline
 
@@ -137,9 +137,10 @@ def sources(
     return found
 
 
-def _model_source(name: str) -> str:
+def model_source(name: str) -> str:
     """An SD model's local folder (checked to exist) or Hub id (checked to be cached or within
-    reach: offline this answers in a second, before torch and diffusers are imported)."""
+    reach: offline this answers in a second, before torch and diffusers are imported). Raises
+    FileNotFoundError / ``hub.WeightsUnavailable`` naming the way forward."""
     from magedit import hub
 
     path = Path(name).expanduser()

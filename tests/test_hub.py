@@ -253,3 +253,25 @@ def test_app_offline_fails_in_one_line_before_torch_or_gradio_load(tmp_path):
         "pass --model FOLDER (a downloaded diffusers SD v1.x folder), or --tiny for the offline "
         "demo with random weights\n"
     )
+
+
+def test_a_snapshot_with_only_our_files_counts_as_cached(hub_cache, monkeypatch):
+    # huggingface_hub caches the repository's whole file list: asked for the snapshot with
+    # local_files_only, it refuses one that lacks any file of the repository (the multi-GB
+    # checkpoints we never fetch). Ours is read from the cache's refs and snapshots instead.
+    import huggingface_hub
+    from huggingface_hub.errors import IncompleteSnapshotError
+
+    folder = hub_cache("org/sd")
+    for name in hub.sd_files(SD14_LISTING, half=True):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")
+
+    def incomplete(repo, **kwargs):
+        raise IncompleteSnapshotError("1 file(s) are missing (sd-v1-4.ckpt)", snapshot_path=folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", incomplete)
+    assert hub.cached_snapshot("org/sd") == folder
+    assert hub.sd_folder("org/sd", half=True) == folder  # offline: no download asked
+    hub.check_available("org/sd")
+    assert hub.cached_snapshot("org/other") is None

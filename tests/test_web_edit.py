@@ -845,3 +845,19 @@ def test_with_two_gpus_a_third_edit_waits_and_is_told_so(tmp_path):
         assert line.take(a, 0) and line.take(b, 0) and {line.slot(a), line.slot(b)} == {0, 1}
     with pytest.raises(ValueError, match="at least one slot"):
         Line(slots=0)
+
+
+def test_the_next_in_line_takes_a_free_slot_as_soon_as_the_first_has_taken_its_own():
+    # Two slots, two waiting edits: the second must not wait out its timeout once the first
+    # has taken slot 0 while slot 1 is free.
+    from magedit.web.job import Line
+
+    line = Line(slots=2)
+    with line.ticket() as first, line.ticket() as second:
+        took = []
+        waiter = threading.Thread(target=lambda: took.append(line.take(second, 60)))
+        waiter.start()
+        assert line.take(first, 0)
+        waiter.join(timeout=30)  # far less than its 60 s timeout
+        assert not waiter.is_alive() and took == [True]
+        assert (line.slot(first), line.slot(second)) == (0, 1)

@@ -100,6 +100,7 @@ class Line:
                 return False
             self._waiting.pop(0)
             self._running[self._running.index(None)] = ticket
+            self._changed.notify_all()  # the next in line may take another free slot now
             return True
 
     def slot(self, ticket: object) -> int | None:
