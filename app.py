@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.tiny:
         print("app.py: --tiny: random, untrained weights; the results are noise", file=sys.stderr)
     if args.doctor:
-        check_models(pipe, segmenter, args)
+        check_models([pipe, *more], segmenter, args)
     from magedit.web import build_demo
 
     if pipe.device.type == "cpu":
@@ -196,16 +196,21 @@ def segmenter_device(args: argparse.Namespace) -> str | None:
     return args.device
 
 
-def check_models(pipe: Any, segmenter: Any, args: argparse.Namespace) -> None:
-    """``--doctor``: the checks of ``magedit doctor`` on the loaded models, reported on stderr;
-    a failed check ends the start with exit status 1 (a page that cannot edit serves no one)."""
+def check_models(pipes: list[Any], segmenter: Any, args: argparse.Namespace) -> None:
+    """``--doctor``: the checks of ``magedit doctor`` on each loaded pipeline (one per GPU),
+    reported on stderr; a failed check ends the start with exit status 1 (a page that cannot
+    edit serves no one)."""
     from magedit import doctor, loading
 
     sources = loading.sources(args.model, args.sam_model, args.sam_checkpoint, args.tiny)
-    report = doctor.run(pipe, segmenter, tiny=args.tiny, sources=sources)
-    for line in report.lines():
-        print(f"app.py: doctor: {line}", file=sys.stderr)
-    if not report.ok:
+    failed = False
+    for pipe in pipes:
+        report = doctor.run(pipe, segmenter, tiny=args.tiny, sources=sources)
+        where = f" {pipe.device}" if len(pipes) > 1 else ""
+        for line in report.lines():
+            print(f"app.py: doctor{where}: {line}", file=sys.stderr)
+        failed = failed or not report.ok
+    if failed:
         raise SystemExit(1)
 
 

@@ -77,6 +77,7 @@ FIELDS = [
     "attn_in_mask",
     "constraint_ratio",
     *piebench.METRICS,  # empty for our own format
+    *piebench.RAW_METRICS,
     "category",
     "phrase",
     "source",
@@ -698,6 +699,11 @@ def run_bench(
                             image, result.composited, item.eval_mask, item.source, item.target
                         )
                     )
+                    raw = images.resize_image(result.image, image.shape[:2])  # 512 x 512: as is
+                    raw_scores = metrics.measure(
+                        image, raw, item.eval_mask, item.source, item.target
+                    )
+                    scores.update({piebench.RAW + k: v for k, v in raw_scores.items()})
                 coverage = float(mask.mean())
                 row = {
                     "item": item.id,
@@ -764,7 +770,8 @@ def finish(
     rows = merge_results(out, items)
     if format == "pie-bench":
         skipped = _read_skipped(out)
-        kept = [item for item in items if item.id not in skipped]
+        made = {row["item"] for row in rows}
+        kept = [item for item in items if item.id not in skipped or item.id in made]
         notes = dict(not_measured or {})
         if skipped:
             notes["items"] = (
@@ -785,9 +792,11 @@ def _write_skipped(out: Path, rank: int, refused: dict[str, str]) -> None:
 
 
 def _read_skipped(out: Path) -> dict[str, str]:
-    """Every process's refused items, merged into skipped.txt (the part files removed)."""
+    """This run's refused items, from every process's part file, written as skipped.txt (the
+    part files removed). An earlier run's list is not kept: every run checks every item that
+    has work left, so an item accepted since is no longer listed."""
     skipped: dict[str, str] = {}
-    for path in [out / "skipped.txt", *sorted((out / "parts").glob("skipped-*.txt"))]:
+    for path in sorted((out / "parts").glob("skipped-*.txt")):
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 key, _, reason = line.partition("\t")

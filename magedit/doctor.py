@@ -30,6 +30,7 @@ import torch
 
 from magedit import images
 from magedit.config import TINY_QUICK, preset
+from magedit.errors import is_out_of_memory, one_line
 
 if TYPE_CHECKING:
     from magedit.pipeline import EditEvent, EditResult, MagEditPipeline
@@ -166,20 +167,28 @@ def run(
     prepared = pipe.prepare(photo, entry["source"], entry["target"], mask, entry["words"],
                             config=config)  # fmt: skip
     sync = _synchronizer(pipe.device)
-    start = time.perf_counter()
-    inversion = pipe.invert(prepared)
-    sync()
-    report.timings["inversion"] = time.perf_counter() - start
-    start = time.perf_counter()
     events: list[EditEvent] = []
     result: EditResult | None = None
-    for item in pipe.edit(prepared, inversion):
-        if hasattr(item, "composited"):
-            result = item
-        else:
-            events.append(item)
-    sync()
-    report.timings["editing"] = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        inversion = pipe.invert(prepared)
+        sync()
+        report.timings["inversion"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for item in pipe.edit(prepared, inversion):
+            if hasattr(item, "composited"):
+                result = item
+            else:
+                events.append(item)
+        sync()
+        report.timings["editing"] = time.perf_counter() - start
+    except (FloatingPointError, RuntimeError) as error:  # NaN in a step; out of memory
+        if isinstance(error, RuntimeError) and not is_out_of_memory(error):
+            raise
+        report.checks.append(_failed_edit(error))
+        report.checks.append(_click(segmenter, tiny, report.timings))
+        report.facts.append(("time", _timings(pipe, report.timings)))
+        return report
     assert result is not None
     report.checks.append(_finite(result, events))
     report.checks.append(_reconstruction(pipe, prepared.image, result, tiny))
@@ -194,6 +203,20 @@ def _synchronizer(device: torch.device):
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
+
+
+def _failed_edit(error: BaseException) -> Check:
+    """The built-in edit stopped: NaN or infinity in a step, or out of memory."""
+    if isinstance(error, FloatingPointError):
+        advice = (
+            "the model overflows in this dtype; try --dtype float32 (or bfloat16 instead of "
+            "float16), and check that the weights are SD v1.x's"
+        )
+    else:
+        advice = (
+            "not enough GPU memory for one edit; free the GPU of other work or use a larger one"
+        )
+    return Check("the built-in edit runs", False, f"it stopped: {one_line(error)}", advice)
 
 
 def _finite(result: EditResult, events: list[EditEvent]) -> Check:

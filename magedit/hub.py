@@ -74,10 +74,13 @@ def sd_files(listing: Iterable[str], half: bool) -> list[str]:
         fp16 = [path.replace(".", ".fp16.", 1) for path in full]
         order = [fp16[0], full[0], fp16[1], full[1]] if half else [*full, *fp16]
         found = next((path for path in order if path in files), None)
-        if f"{component}/config.json" not in files or found is None:
+        missing = [f"{component}/config.json"] if f"{component}/config.json" not in files else []
+        if found is None:
+            missing.append(f"{component}/{safe} (nor {pickled})")
+        if missing:
             raise WeightsUnavailable(
-                f"it has no {component}/config.json and {component}/{safe} (or {pickled}): is it "
-                "a diffusers Stable Diffusion v1.x model?"
+                f"it has no {' and no '.join(missing)}: is it a diffusers Stable Diffusion v1.x "
+                "model?"
             )
         wanted += [f"{component}/config.json", found]
     tokenizer = [f"tokenizer/{name}" for name in TOKENIZER_FILES if f"tokenizer/{name}" in files]
@@ -90,13 +93,16 @@ def sd_files(listing: Iterable[str], half: bool) -> list[str]:
     return wanted + tokenizer
 
 
-def variant(folder: Path, component: str, half: bool) -> str | None:
-    """The weights variant to load ``component`` of a local SD folder with: "fp16" when only
-    that file is there, or when ``half`` and it is there; else None (the plain file)."""
-    names = {path.name for path in (folder / component).glob("*")}
-    plain = any(name in names for name in SD_WEIGHTS[component])
-    fp16 = any(name.replace(".", ".fp16.", 1) in names for name in SD_WEIGHTS[component])
-    return "fp16" if fp16 and (half or not plain) else None
+def variants(folder: Path, half: bool) -> dict[str, str | None]:
+    """Per component of a local SD folder, the weights variant to load it with: "fp16" when
+    the file ``sd_files`` chooses there is the fp16 one, else None. WeightsUnavailable when the
+    folder is not an SD v1.x model (its message names the missing file)."""
+    chosen = sd_files(listing(folder), half)
+    found = {}
+    for component in SD_WEIGHTS:
+        weights = chosen[chosen.index(f"{component}/config.json") + 1]
+        found[component] = "fp16" if ".fp16." in weights else None
+    return found
 
 
 def listing(folder: Path) -> list[str]:
@@ -125,27 +131,60 @@ def cached_snapshot(repo: str) -> Path | None:
 
 
 def unreachable() -> str | None:
-    """Why the Hub cannot be reached from here (one try of its address, or of the proxy's, with
-    a REACH_TIMEOUT-second limit), or None when it answered."""
+    """Why the Hub cannot be reached from here, or None when it answered: one TCP connection to
+    its address, or to the proxy the environment names for it (``HTTPS_PROXY``/``HTTP_PROXY``/
+    ``ALL_PROXY``, unless ``NO_PROXY`` covers the Hub), name lookup included, within
+    REACH_TIMEOUT seconds."""
+    import threading
+
     from huggingface_hub import constants
 
     if offline():
         return "the Hub is switched off here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set)"
-    proxy = next(
-        (os.environ[name] for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-         if os.environ.get(name)), None,
-    )  # fmt: skip
-    url = urlsplit(proxy if proxy and "://" in proxy else f"http://{proxy}" if proxy else
-                   constants.ENDPOINT)  # fmt: skip
-    host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
+    endpoint = urlsplit(constants.ENDPOINT)
+    proxy = None if _bypassed(endpoint.hostname or "") else _proxy_for(endpoint.scheme)
+    target = urlsplit(proxy if "://" in (proxy or "://") else f"http://{proxy}")
+    target = target if proxy else endpoint
     try:
-        socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
-    except OSError as error:
-        what = f"the proxy {host}:{port}" if proxy else host
-        reason = error.strerror or type(error).__name__
-        return f"{what} cannot be reached ({reason})"
+        port = target.port
+    except ValueError:  # "proxy:abc"
+        port = None
+    host = target.hostname or ""
+    port = port or (443 if target.scheme == "https" else 80)
+    what = f"the proxy {host}:{port}" if proxy else host
+    failure: list[str] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
+        except OSError as error:
+            failure.append(error.strerror or type(error).__name__)
+
+    attempt = threading.Thread(target=connect, daemon=True)
+    attempt.start()
+    attempt.join(REACH_TIMEOUT + 0.5)
+    if attempt.is_alive():  # a name lookup that hangs: socket's timeout does not cover it
+        return f"{what} did not answer within {REACH_TIMEOUT:g} s"
+    return f"{what} cannot be reached ({failure[0]})" if failure else None
+
+
+def _proxy_for(scheme: str) -> str | None:
+    names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
+    for name in (*names, "ALL_PROXY", "all_proxy"):
+        if os.environ.get(name):
+            return os.environ[name]
     return None
+
+
+def _bypassed(host: str) -> bool:
+    """Whether ``NO_PROXY`` says to reach ``host`` directly."""
+    entries = [
+        e.strip().lower()
+        for e in os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")).split(",")
+    ]
+    host = host.lower()
+    return any(e == "*" or (e and (host == e.lstrip(".") or host.endswith("." + e.lstrip("."))))
+               for e in entries)  # fmt: skip
 
 
 def check_available(repo: str, filename: str | None = None) -> None:

@@ -279,9 +279,10 @@ class MagEditPipeline:
         if not (hub.is_local(model) or folder.is_dir()):
             folder = hub.sd_folder(model, half)
 
+        variants = hub.variants(folder, half)  # the files sd_files chose, fp16 or not
+
         def weights(component: str) -> dict[str, Any]:
-            return {"subfolder": component, "torch_dtype": dtype,
-                    "variant": hub.variant(folder, component, half)}  # fmt: skip
+            return {"subfolder": component, "torch_dtype": dtype, "variant": variants[component]}
 
         unet = UNet2DConditionModel.from_pretrained(folder, **weights("unet"))
         vae = AutoencoderKL.from_pretrained(folder, **weights("vae"))

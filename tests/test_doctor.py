@@ -154,3 +154,19 @@ def test_app_doctor_refuses_to_start_when_a_check_fails(monkeypatch, capsys, tin
     assert done.value.code == 1
     err = capsys.readouterr().err
     assert "app.py: doctor: FAIL  only the region changes: 3 pixels" in err
+
+
+def test_an_edit_that_stops_on_nan_is_a_failed_check(tiny_pipe, monkeypatch):
+    from magedit.segment import Segmenter
+
+    def nan(*args, **kwargs):
+        raise FloatingPointError("the edited latent became NaN or infinite at step 3 of 20")
+
+    monkeypatch.setattr(tiny_pipe, "edit", nan)
+    report = doctor.run(tiny_pipe, Segmenter.tiny(), tiny=True)
+    assert not report.ok
+    (failed,) = [c for c in report.checks if c.passed is False]
+    assert failed.name == "the built-in edit runs"
+    assert failed.figure == "it stopped: the edited latent became NaN or infinite at step 3 of 20"
+    assert "--dtype float32" in failed.advice
+    assert report.checks[-1].name == "a click finds the object"  # the click still ran

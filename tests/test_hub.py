@@ -77,7 +77,10 @@ def test_older_repositories_fall_back_to_what_they_have():
     assert chosen[3] == "vae/diffusion_pytorch_model.fp16.bin"  # the only weights there are
     assert chosen[5] == "text_encoder/pytorch_model.bin"
     assert chosen[6:] == ["tokenizer/vocab.json", "tokenizer/merges.txt"]
-    with pytest.raises(hub.WeightsUnavailable, match="no vae/config.json and vae/diffusion_py"):
+    with pytest.raises(
+        hub.WeightsUnavailable,
+        match="no vae/config.json and no vae/diffusion_pytorch_model.safetensors ",
+    ):
         hub.sd_files([f for f in SD14_LISTING if not f.startswith("vae/")], half=True)
     with pytest.raises(hub.WeightsUnavailable, match="no tokenizer/vocab.json"):
         hub.sd_files([f for f in SD14_LISTING if "vocab" not in f], half=True)
@@ -89,16 +92,26 @@ def test_older_repositories_fall_back_to_what_they_have():
     ]  # fmt: skip (what transformers 5 saves)
 
 
-def test_a_local_folder_loads_the_variant_it_has(tmp_path):
-    for name in ("unet/diffusion_pytorch_model.safetensors",
-                 "unet/diffusion_pytorch_model.fp16.safetensors",
-                 "vae/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.safetensors"):  # fmt: skip
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_bytes(b"")
-    assert hub.variant(tmp_path, "unet", half=True) == "fp16"
-    assert hub.variant(tmp_path, "unet", half=False) is None
-    assert hub.variant(tmp_path, "vae", half=False) == "fp16"  # only the fp16 file is there
-    assert hub.variant(tmp_path, "text_encoder", half=True) is None
+def test_a_local_folder_loads_the_variant_sd_files_chose(tmp_path):
+    def folder(*files):
+        where = tmp_path / str(len(list(tmp_path.iterdir())))
+        for name in ("unet/config.json", "vae/config.json", "text_encoder/config.json",
+                     "tokenizer/vocab.json", "tokenizer/merges.txt", *files):  # fmt: skip
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            (where / name).write_bytes(b"")
+        return where
+
+    both = folder("unet/diffusion_pytorch_model.safetensors",
+                  "unet/diffusion_pytorch_model.fp16.safetensors",
+                  "vae/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.safetensors",
+                  "text_encoder/pytorch_model.fp16.bin")  # fmt: skip
+    assert hub.variants(both, half=True) == {"unet": "fp16", "vae": "fp16", "text_encoder": None}
+    # Full precision: the plain files; the VAE has only its fp16 one.
+    assert hub.variants(both, half=False) == {"unet": None, "vae": "fp16", "text_encoder": None}
+    with pytest.raises(
+        hub.WeightsUnavailable, match=r"no unet/diffusion_pytorch_model.safetensors \(nor"
+    ):
+        hub.variants(folder("vae/diffusion_pytorch_model.bin"), half=False)
 
 
 @pytest.fixture
@@ -184,6 +197,14 @@ def test_out_of_reach_is_found_in_one_try(monkeypatch):
     with pytest.raises(hub.WeightsUnavailable, match=r"the proxy proxy.local:3128 cannot be rea"):
         hub.check_available("nobody/not-cached", "weights.pth")
     assert tried[-1] == (("proxy.local", 3128), hub.REACH_TIMEOUT)
+    monkeypatch.setenv("NO_PROXY", "localhost,.huggingface.co")  # the Hub is reached directly
+    with pytest.raises(hub.WeightsUnavailable, match="huggingface.co cannot be reached"):
+        hub.check_available("nobody/not-cached")
+    assert tried[-1] == (("huggingface.co", 443), hub.REACH_TIMEOUT)
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.local:abc")  # no usable port: the scheme's
+    with pytest.raises(hub.WeightsUnavailable, match="the proxy proxy.local:80 cannot be reached"):
+        hub.check_available("nobody/not-cached")
 
 
 @pytest.fixture
@@ -226,9 +247,8 @@ def test_a_partly_cached_model_offline_says_so(hub_cache):
         hub.sd_folder("me/half-sd", half=False)
     assert str(raised.value).startswith(
         "the model 'me/half-sd' is only partly in the Hugging Face cache (it has no "
-        "unet/config.json and unet/diffusion_pytorch_model.safetensors (or "
-        "diffusion_pytorch_model.bin): is it a diffusers Stable Diffusion v1.x model?) and the Hub "
-        "is switched off here"
+        "unet/diffusion_pytorch_model.safetensors (nor diffusion_pytorch_model.bin): is it a "
+        "diffusers Stable Diffusion v1.x model?) and the Hub is switched off here"
     )
 
 

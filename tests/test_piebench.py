@@ -188,16 +188,19 @@ def test_bench_runs_pie_bench_end_to_end_with_tiny(sample, tmp_path, capsys):
         ("000000000003", "magedit-tr"), ("000000000003", "p2p"),
     ]  # fmt: skip
     for row in rows:
-        for name in piebench.METRICS:
+        for name in (*piebench.METRICS, *piebench.RAW_METRICS):
             value = float(row[name])
-            assert math.isnan(value) if name == "lpips_unedit_part" else math.isfinite(value)
+            assert math.isnan(value) if "lpips" in name else math.isfinite(value)
+        # The composite keeps the photo outside the grown mask; the raw decode does not.
+        assert float(row["psnr_unedit_part"]) > float(row["raw_psnr_unedit_part"])
         assert float(row["psnr_outside"]) > 0 and row["category"] in ("6", "7")
     assert (out / "skipped.txt").read_text().startswith("000000000077\tthe mask covers")
     table = (out / "table.md").read_text()
     assert (
         "| Null-text inversion + P2P (published) | 13.44 | 27.03 | 60.67 | – | – | 24.75 |" in table
     )
-    assert "| magedit-tr (ours) |" in table and "| 6 change color · p2p |" in table
+    assert "| magedit-tr (ours, as delivered) |" in table and "| 6 change color · p2p |" in table
+    assert "| magedit-tr (ours, raw decode) |" in table
     assert "- items: 1 refused by the engine (listed with why in skipped.txt)." in table
     # A second run resumes: nothing is edited again.
     assert cli.main(argv) == 0

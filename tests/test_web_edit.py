@@ -861,3 +861,23 @@ def test_the_next_in_line_takes_a_free_slot_as_soon_as_the_first_has_taken_its_o
         waiter.join(timeout=30)  # far less than its 60 s timeout
         assert not waiter.is_alive() and took == [True]
         assert (line.slot(first), line.slot(second)) == (0, 1)
+
+
+def test_a_re_edit_goes_to_the_gpu_that_holds_its_inversion(tmp_path, path):
+    from magedit import MagEditPipeline
+    from magedit.web.job import Line
+
+    line = Line(slots=3)
+    with line.ticket() as ticket:
+        assert line.take(ticket, 0, prefer=[2, 1]) and line.slot(ticket) == 2
+    pipes = [MagEditPipeline.tiny(seed=0), MagEditPipeline.tiny(seed=0)]
+    svc = services(pipe=pipes[0], output_dir=tmp_path / "out", more_pipelines=[lambda: pipes[1]])
+    prepared = events.prepare(svc, edit_request(path, inversion="ddim", steps=5))
+    assert events.holding(svc, prepared) == []
+    list(events.run(svc, prepared, frozenset(), [], slot=1))  # inverted on the second GPU
+    assert events.holding(svc, prepared) == [1]
+    updates = list(events.edit_job(svc, prepared, request("again")))
+    assert "Reused" in updates[-1]["status"] or updates[-1]["made"]
+    assert (
+        len(pipes[0].cache) == 0
+    )  # the re-edit ran on the second GPU: nothing inverted on the first

@@ -731,11 +731,16 @@ class StoppedListening(Exception):
 
 
 def wait_turn(
-    services: Services, ticket: object, request: Any, seconds: float = 0.5
+    services: Services,
+    ticket: object,
+    request: Any,
+    seconds: float = 0.5,
+    prefer: Sequence[int] = (),
 ) -> Iterator[dict[str, Any]]:
-    """Wait in ``services.line`` until this ticket holds the GPU, saying every ``seconds`` how
-    many edits are ahead. Raises StoppedListening when the client stopped reading."""
-    while not services.line.take(ticket, seconds):
+    """Wait in ``services.line`` until this ticket holds a GPU (one of ``prefer`` if free),
+    saying every ``seconds`` how many edits are ahead. Raises StoppedListening when the client
+    stopped reading."""
+    while not services.line.take(ticket, seconds, prefer):
         if not services.admission.listening(request):
             raise StoppedListening
         ahead, slots = services.line.ahead(ticket), services.line.slots
@@ -758,12 +763,28 @@ def edit_job(
     """An edit's whole job: wait in line for the GPU (saying the place), then invert and edit
     (``run_on_gpu``). Closing the generator (Cancel) leaves the line or stops the work."""
     with services.line.ticket() as ticket:
-        yield from wait_turn(services, ticket, request)
+        yield from wait_turn(services, ticket, request, prefer=holding(services, prepared))
         slot = services.line.slot(ticket)
         for update in run_on_gpu(services, prepared, made, history, slot):
             if not services.admission.listening(request):
                 raise StoppedListening  # closing run_on_gpu stops the worker at its next step
             yield update
+
+
+def holding(services: Services, prepared: PreparedEdit) -> list[int]:
+    """The line's slots whose pipeline holds this edit's inversion (a re-edit of the same photo
+    and source prompt runs there without inverting again); [] with one GPU."""
+    if services.line.slots == 1:
+        return []
+    found = []
+    for slot in range(services.line.slots):
+        try:
+            pipe = services.pipeline_of(slot)()
+        except (ValueError, OSError):  # not loadable: the job reports it when it runs there
+            continue
+        if pipe.cache.get(pipe.inversion_key(prepared)) is not None:
+            found.append(slot)
+    return found
 
 
 def failure_message(error: BaseException) -> str | None:

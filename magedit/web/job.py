@@ -88,9 +88,10 @@ class Line:
             running = sum(t is not None for t in self._running)
             return self._waiting.index(ticket) + running
 
-    def take(self, ticket: object, timeout: float) -> bool:
+    def take(self, ticket: object, timeout: float, prefer: Sequence[int] = ()) -> bool:
         """Wait up to ``timeout`` seconds for this ticket's turn; True once it holds a slot
-        (which: ``slot``)."""
+        (which: ``slot``): the first free one of ``prefer`` (e.g. the GPUs holding its photo's
+        inversion), else the first free one."""
         with self._changed:
 
             def turn() -> bool:
@@ -99,7 +100,9 @@ class Line:
             if not self._changed.wait_for(turn, timeout):
                 return False
             self._waiting.pop(0)
-            self._running[self._running.index(None)] = ticket
+            free = [i for i, t in enumerate(self._running) if t is None]
+            slot = next((i for i in prefer if i in free), free[0])
+            self._running[slot] = ticket
             self._changed.notify_all()  # the next in line may take another free slot now
             return True
 
