@@ -397,10 +397,11 @@ def _add_bench(commands) -> None:
         help="run methods on a dataset and measure them as the paper's Table 1",
         description=(
             "Run each method on each item of a dataset (a folder with images, masks and "
-            "prompts.jsonl) and measure the edits: local CLIP score, DINO-ViT distance, PSNR/SSIM "
-            "outside the mask, attention in the mask. Writes the edits, results.csv, table.md and "
-            "a contact sheet; a second run resumes. Under `accelerate launch -m magedit bench "
-            "...` each process takes its shard of the items."
+            "prompts.jsonl, or PIE-Bench's folder with --format pie-bench) and measure the edits: "
+            "local CLIP score, DINO-ViT distance, PSNR/SSIM outside the mask, attention in the "
+            "mask (and PIE-Bench's own metrics for its format). Writes the edits, results.csv, "
+            "table.md and a contact sheet; a second run resumes. Under `accelerate launch -m "
+            "magedit bench ...` each process takes its shard of the items."
         ),
     )
     bench.set_defaults(func=run_bench)
