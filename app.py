@@ -170,7 +170,7 @@ def pipeline_devices(args: argparse.Namespace) -> list[str | None]:
                 "e.g. cuda:0,cuda:1"
             )
         return devices
-    if args.device or args.tiny:
+    if args.device or args.tiny or on_zero_gpu():  # ZeroGPU lends one GPU per call
         return [args.device]
     return [None, ALL_GPUS]
 
@@ -191,9 +191,12 @@ def segmenter_device(args: argparse.Namespace) -> str | None:
     changes do not come back, so the clicks' embedding cache must live in the page's own process
     (an embedding costs a few seconds of CPU once per photo, on upload; a click then takes
     tens of milliseconds), and clicks spend none of the visitor's GPU quota."""
-    if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes"):
-        return "cpu"
-    return args.device
+    return "cpu" if on_zero_gpu() else args.device
+
+
+def on_zero_gpu() -> bool:
+    """Whether the page runs on a ZeroGPU Space (``spaces`` sets SPACES_ZERO_GPU there)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes")
 
 
 def check_models(pipes: list[Any], segmenter: Any, args: argparse.Namespace) -> None:

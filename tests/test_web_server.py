@@ -606,8 +606,11 @@ def test_on_zero_gpu_segment_anything_runs_on_the_cpu(monkeypatch):
     args = app.build_parser().parse_args(["--device", "cuda:1"])
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
     assert app.segmenter_device(args) == "cuda:1"
+    assert app.pipeline_devices(app.build_parser().parse_args([])) == [None, app.ALL_GPUS]
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     assert app.segmenter_device(args) == "cpu"
+    # One pipeline: ZeroGPU lends one GPU to each call.
+    assert app.pipeline_devices(app.build_parser().parse_args([])) == [None]
 
 
 def test_a_fresh_gpu_worker_edits_as_a_warm_one(tiny_pipe, image, mask):
