@@ -881,3 +881,24 @@ def test_a_re_edit_goes_to_the_gpu_that_holds_its_inversion(tmp_path, path):
     assert (
         len(pipes[0].cache) == 0
     )  # the re-edit ran on the second GPU: nothing inverted on the first
+
+
+def test_an_api_edit_that_fails_midway_says_why_in_words(demo, tiny_pipe, tmp_path, monkeypatch):
+    # The API shares the page's job (events.job_updates): a failure the client can act on
+    # ends the call with a gr.Error in words, after the updates that came before it.
+    def nan_from_step_3(calls, latents, t, emb, real):
+        out = real(latents, t, emb)
+        return out * float("nan") if calls.count(4) >= 3 and latents.shape[0] == 4 else out
+
+    edit = next(f for f in demo.fns.values() if f.api_name == "edit")
+    values = api_values(tmp_path, inversion="ddim", iterations=0, steps=8)
+    who = request("api-nan")
+    assert all(c["is_valid"] for c in edit.validator(*values, who))
+    unet_double(tiny_pipe, monkeypatch, nan_from_step_3)
+    updates = []
+    with pytest.raises(gr.Error) as error:
+        for update in edit.fn(*values, who):
+            updates.append(update)
+    assert updates  # the inversion's and the first steps' progress came first
+    assert error.value.title == "Cannot edit"
+    assert error.value.message.startswith("the edited latents became NaN or infinite at step 3")

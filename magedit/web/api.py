@@ -131,19 +131,12 @@ def add_api(
         if prepared is None:
             return
         convert = converter(api_names)
-        try:
-            for update in events.edit_job(services, prepared, request):
-                if "status" in update:
-                    update = {**update, "status": _plain(update)}
-                yield convert(update)
-        except events.StoppedListening:
-            log("an edit whose client stopped listening left the line")
-        except Exception as error:
-            message = events.failure_message(error)
-            if message is None:
-                raise
-            log(f"an edit stopped: {message}")
-            raise gr.Error(message, title="Cannot edit", print_exception=False) from None
+        for update in events.job_updates(services, prepared, request):
+            if "failure" in update:
+                raise gr.Error(update["failure"], title="Cannot edit", print_exception=False)
+            if "status" in update:
+                update = {**update, "status": _plain(update)}
+            yield convert(update)
 
     api_edit_button.click(
         edit,

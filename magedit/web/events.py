@@ -771,6 +771,28 @@ def edit_job(
             yield update
 
 
+def job_updates(
+    services: Services,
+    prepared: PreparedEdit,
+    request: Any,
+    made: frozenset = frozenset(),
+    history: Sequence[tuple[str, str]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``edit_job``'s updates as the page and the API serve them: a client that stopped
+    listening ends the job quietly (a line in the log); a failure the visitor can act on ends it
+    with a last update ``{"failure": message}``; any other exception (a bug) propagates."""
+    try:
+        yield from edit_job(services, prepared, request, made, history)
+    except StoppedListening:
+        log("an edit whose client stopped listening left the line")
+    except Exception as error:
+        message = failure_message(error)
+        if message is None:
+            raise
+        log(f"an edit stopped: {message}")
+        yield {"failure": message}
+
+
 def holding(services: Services, prepared: PreparedEdit) -> list[int]:
     """The line's slots whose pipeline holds this edit's inversion (a re-edit of the same photo
     and source prompt runs there without inverting again); [] with one GPU."""

@@ -17,7 +17,7 @@ from magedit.web import events, masks
 from magedit.web.admission import GPU, Admission
 from magedit.web.api import add_api
 from magedit.web.charts import progress_charts
-from magedit.web.components import BrushEditor, PhotoInput, converter, log
+from magedit.web.components import BrushEditor, PhotoInput, converter
 from magedit.web.events import INVERSION_CHOICES, Defaults, Lazy, Services
 from magedit.web.job import show_history, status_html
 from magedit.web.limits import (
@@ -563,17 +563,12 @@ def build_demo(
                     "cancel_button": gr.update(interactive=True),
                 }
             )
-            try:
-                for update in events.edit_job(services, prepared, request, made_here, history_here):
-                    yield run_convert(update)
-            except events.StoppedListening:
-                log("an edit whose client stopped listening left the line")
-            except Exception as error:
-                message = events.failure_message(error)
-                if message is None:
-                    raise
-                log(f"an edit stopped: {message}")
-                yield run_convert({"status": status_html(f"Cannot edit: {message}", kind="error")})
+            for update in events.job_updates(services, prepared, request, made_here, history_here):
+                if "failure" in update:
+                    update = {
+                        "status": status_html(f"Cannot edit: {update['failure']}", kind="error")
+                    }
+                yield run_convert(update)
 
         edit_event = edit_button.click(
             edit_on_page,
