@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES, SD14_MODEL, default_model
-from magedit.errors import one_line
+from magedit.errors import Says, say
 from magedit.web.limits import MAX_FILE_SIZE, TIME_LIMIT
 
 # Results are written here under generated names; Gradio copies what a handler returns into its
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             devices = [str(pipe.device), *other_gpus(pipe.device)]
         more = [loading.load_pipeline(args.model, d, "auto", args.tiny) for d in devices[1:]]
     except (ValueError, OSError) as error:  # the message names the way out
-        _fail(one_line(error))
+        _fail(say(error, "cli"))
     if more:
         print(f"app.py: a pipeline on each of {', '.join(devices)}", file=sys.stderr)
     try:
@@ -122,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.sam_model, args.sam_checkpoint, segmenter_device(args), "auto", args.tiny
         )
     except (ValueError, OSError) as error:
-        message = one_line(error)
-        if "--sam-checkpoint" not in message:
+        message = say(error, "cli")
+        if not isinstance(error, Says):  # not ours: it names no way out
             message += "; pass --sam-checkpoint /path/to/the/checkpoint.pth, or --tiny"
         _fail(f"Segment Anything: {message}")
     if args.tiny:
@@ -210,7 +210,7 @@ def check_models(pipes: list[Any], segmenter: Any, args: argparse.Namespace) -> 
     for pipe in pipes:
         report = doctor.run(pipe, segmenter, tiny=args.tiny, sources=sources)
         where = f" {pipe.device}" if len(pipes) > 1 else ""
-        for line in report.lines():
+        for line in report.lines("cli"):
             print(f"app.py: doctor{where}: {line}", file=sys.stderr)
         failed = failed or not report.ok
     if failed:

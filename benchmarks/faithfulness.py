@@ -124,7 +124,9 @@ def measure(pipe, oracle: Path = ORACLE, case2: bool = False) -> dict[str, dict[
         figures[name] = {
             "xT_max": float(z_diff.max()),
             "xT_mean": float(z_diff.mean()),
-            "uncond_mean": float((inversion.uncond - torch.from_numpy(data["uncond"])).abs().mean()),
+            "uncond_mean": float(
+                (inversion.uncond - torch.from_numpy(data["uncond"])).abs().mean()
+            ),
             "effect": float(effect),
             "edit_pct": float(100 * np.abs(ours[1] - reference[1])[:, mask].mean() / effect),
             "recon_pct": float(100 * np.abs(ours[0] - reference[0])[:, mask].mean() / effect),

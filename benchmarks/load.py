@@ -31,7 +31,7 @@ cancelled. Anything else is counted as an error, a wrong result or a lost job (n
 ``--time-limit``).
 
 Server-side figures come from a tracer: the server is started by this file's ``serve`` command,
-which is ``app.main([...])`` with ``magedit.web.events.run`` (an edit job's work, from the
+which is ``app.main([...])`` with ``magedit.web.job.run`` (an edit job's work, from the
 moment the queue starts it) and ``MagEditPipeline.invert`` / ``MagEditPipeline.edit`` wrapped to
 append a JSON line at every start and end with the number running at that moment, and
 ``Segmenter.predict`` / ``Segmenter.embed`` likewise. So "one edit at a time" and "at most
@@ -101,7 +101,7 @@ FAILURE_MARKERS = (
     "Exception in ASGI",
     "Internal Server Error",
 )
-# Lines the page logs (magedit.web.components.log) that the abuse mode counts.
+# Lines the page logs (magedit.web.services.log) that the abuse mode counts.
 LOG_MARKERS = {
     "refused": "magedit: refused:",
     "dropped": "client stopped listening was dropped",  # before its job started
@@ -338,12 +338,12 @@ def serve(trace_path: str, app_args: Sequence[str]) -> None:
     import app
     from magedit.pipeline import MagEditPipeline
     from magedit.segment import Segmenter
-    from magedit.web import events
+    from magedit.web import job
 
     tracer = Tracer(trace_path)
-    # The page's jobs call events.run through the module when they start, so they run the
-    # traced one: "edit" counts the jobs the queue started and did not drop.
-    events.run = tracer.generator("edit", events.run)
+    # The page's jobs call job.run through the module when they start, so they run the traced
+    # one: "edit" counts the jobs the queue started and did not drop.
+    job.run = tracer.generator("edit", job.run)
     MagEditPipeline.invert = tracer.function("pipeline", MagEditPipeline.invert)
     MagEditPipeline.edit = tracer.generator("pipeline", MagEditPipeline.edit)
     Segmenter.predict = tracer.function("segment", Segmenter.predict)
@@ -427,19 +427,19 @@ def png_bomb(side: int = 10_000) -> bytes:
 
 def max_settings() -> dict[str, Any]:
     """The /edit settings that cost the most and are still accepted: every number at the top of
-    its range (``magedit.web.limits``), the largest resolution, null-text inversion (the slowest
+    its range (``magedit.controls``), the largest resolution, null-text inversion (the slowest
     of the three)."""
-    from magedit.web.limits import RANGES, RESOLUTIONS
+    from magedit.controls import BY_NAME
 
-    top = {name: RANGES[name].high for name in ("iterations", "granularity", "steps", "guidance")}
-    top = {k: int(v) if RANGES[k].integer else v for k, v in top.items()}
-    return {**top, "resolution": max(RESOLUTIONS), "inversion": "null_text"}
+    top = {name: BY_NAME[name].high for name in ("iterations", "granularity", "steps", "guidance")}
+    top = {k: int(v) if BY_NAME[k].kind == "int" else v for k, v in top.items()}
+    return {**top, "resolution": max(BY_NAME["resolution"].values), "inversion": "null_text"}
 
 
 def find_result(outputs: Sequence[Any]) -> tuple[str, dict[str, Any], str]:
     """The edit's (status line, settings, full-resolution PNG path) among its outputs, found by
     what they are rather than where they are, so that added outputs do not break the check."""
-    status = next((o for o in outputs if isinstance(o, str) and o.startswith("**Done**")), None)
+    status = next((o for o in outputs if isinstance(o, str) and o.startswith("Done in ")), None)
     settings = next((o for o in outputs if isinstance(o, dict) and "source prompt" in o), None)
     path = None
     if settings is not None:

@@ -41,6 +41,7 @@ import numpy as np
 
 from magedit import images, piebench
 from magedit.config import EditConfig, config_from
+from magedit.errors import InputError, MissingFile
 from magedit.files import write_bytes, write_image
 
 METHODS: dict[str, str] = {
@@ -176,9 +177,10 @@ def load_dataset(folder: str | os.PathLike[str]) -> list[Item]:
     folder = Path(folder).expanduser()
     path = folder / PROMPTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
+            "dataset",
             f"no {PROMPTS_FILE} in '{folder}'; a dataset is a folder with images, masks and "
-            f"{PROMPTS_FILE} (write an example with `magedit bench --make-sample DIR`)"
+            f"{PROMPTS_FILE} (write an example with {{make_sample}} DIR)",
         )
     items: list[Item] = []
     seen: dict[str, int] = {}
@@ -617,10 +619,11 @@ def run_bench(
     for row in finished.values():
         differ = [k for k in RUN_KEYS if row.get(k) != run[k]]
         if differ:
-            raise ValueError(
+            raise InputError(
+                "out",
                 f"'{out}' holds results made with other settings ("
                 + ", ".join(f"{k} {row.get(k)} not {run[k]}" for k in differ)
-                + "); use another --out folder or the same settings"
+                + "); use another {out} folder or the same settings",
             )
     part = out / "parts" / f"rank-{rank}.csv"
     rows = [finished[k] for k in finished if k[0] in {i.id for i in mine}]

@@ -25,19 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magedit import __version__
-from magedit.config import (
-    CONSTRAINTS,
-    DEFAULT_SAM_MODEL,
-    INVERSION_METHODS,
-    PRESETS,
-    SAM_MODEL_TYPES,
-    SD14_MODEL,
-    TINY_QUICK,
-    EditConfig,
-    config_from,
-)
-from magedit.errors import is_out_of_memory, one_line
+from magedit import __version__, controls
+from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES, SD14_MODEL, TINY_QUICK, EditConfig
+from magedit.errors import is_out_of_memory, say
 from magedit.files import IMAGE_FORMATS, edit_phrase, result_name, write_bytes, write_image
 from magedit.loading import DTYPES, load_pipeline, load_segmenter, quiet_libraries
 
@@ -48,29 +38,6 @@ if TYPE_CHECKING:
 
 PROG = "magedit"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# The EditConfig field each tuning flag sets (``--steps`` is applied apart, through with_steps).
-FLAG_OF_FIELD = {
-    "max_iter": "--iterations",
-    "scale": "--scale",
-    "guidance_scale": "--guidance",
-    "inversion": "--inversion",
-    "constraint": "--constraint",
-    "tau1": "--tau1",
-    "tau2": "--tau2",
-    "tau_self": "--tau-self",
-    "blend_steps": "--blend-steps",
-    "negative_scale": "--negative-scale",
-    "spatial_lambda": "--spatial-lambda",
-    "attention_res": "--attention-res",
-    "null_inner_steps": "--null-steps",
-    "resolution": "--resolution",
-    "reference": "--reference",
-    "early_stop": "--early-stop",
-    "channels_last": "--channels-last",
-    "compile": "--compile",
-    "cuda_graphs": "--no-cuda-graphs",
-    "steps": "--steps",
-}
 
 
 class UsageError(Exception):
@@ -101,6 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     _add_doctor(commands)
     return parser
+
+
+# `magedit bench`'s settings, and its quick ones with --tiny (every method runs null-text
+# inversion, as the paper's comparison does).
+BENCH_SETTINGS = ("steps", "resolution", "iterations", "inversion")
+BENCH_TINY = {"steps": 5, "resolution": 128}
+
+
+def add_settings(group, settings: Sequence[controls.Control], tiny: dict | None = None) -> None:
+    """One flag per setting of ``settings`` (``magedit.controls``): its help says what it
+    accepts and its default (``tiny``: the defaults with --tiny, default config.TINY_QUICK).
+    Every flag defaults to None: not given (the preset's value)."""
+    tiny = TINY_QUICK if tiny is None else tiny
+    for control in settings:
+        default = control.default()
+        shown = "auto" if default is None else default
+        note = f"; --tiny: {tiny[control.field]}" if control.field in tiny else ""
+        options: dict[str, Any] = {"dest": control.name, "default": None}
+        if control.kind == "bool":
+            options["action"] = argparse.BooleanOptionalAction
+            shown = {True: "on", False: "off", None: "auto"}[default]
+        elif control.kind == "choice":
+            options["choices"] = control.values
+            if all(isinstance(v, int) for v in control.values):
+                options["type"] = int
+        else:
+            options["type"] = int if control.kind == "int" else float
+            options["metavar"] = "N" if control.kind == "int" else "X"
+        accepts = "" if control.kind in ("bool", "choice") else f"{control.text()}; "
+        help_text = f"{control.help} [{accepts}default {shown}{note}]"
+        group.add_argument(control.flag, *control.aliases, help=help_text, **options)
 
 
 def _add_edit(commands) -> None:
@@ -175,138 +173,10 @@ def _add_edit(commands) -> None:
         help="a prompt holding the negative word (default: the source prompt)",
     )
 
-    tune = edit.add_argument_group("tuning (default: the preset's value)")
-    tune.add_argument(
-        "--preset", choices=sorted(PRESETS), help="named settings; flags below override them"
+    tune = edit.add_argument_group(
+        "settings (given ones override the preset's; --tiny: quick ones for those not given)"
     )
-    tune.add_argument(
-        "--iterations",
-        dest="max_iter",
-        type=int,
-        metavar="N",
-        help="MAG updates per guided step, MAX_IT (paper: 15)",
-    )
-    tune.add_argument(
-        "--scale",
-        type=float,
-        metavar="X",
-        help="granularity: weight lambda_p of the positive constraint (paper: 2.5)",
-    )
-    tune.add_argument(
-        "--steps",
-        type=int,
-        metavar="N",
-        help="denoising steps (paper: 50); the taus are scaled to keep the schedule",
-    )
-    tune.add_argument(
-        "--guidance",
-        dest="guidance_scale",
-        type=float,
-        metavar="X",
-        help="classifier-free guidance scale (paper: 7.5)",
-    )
-    tune.add_argument(
-        "--inversion",
-        choices=INVERSION_METHODS,
-        help="how the photo is inverted (paper: null_text)",
-    )
-    tune.add_argument(
-        "--constraint", choices=CONSTRAINTS, help="token ratio (Eq. 5) or spatial ratio (Eq. 6)"
-    )
-    tune.add_argument(
-        "--tau1",
-        type=int,
-        metavar="N",
-        help="common-token cross-attention injection until tau1 steps remain (paper: 10; object: 40)",
-    )
-    tune.add_argument(
-        "--tau2",
-        type=int,
-        metavar="N",
-        help="MAG guidance until tau2 steps remain (paper: 25 of 50)",
-    )
-    tune.add_argument(
-        "--tau-self",
-        dest="tau_self",
-        type=int,
-        metavar="N",
-        help="self-attention injection until tau_self steps remain (paper: 25 of 50)",
-    )
-    tune.add_argument(
-        "--blend-steps",
-        dest="blend_steps",
-        type=int,
-        metavar="N",
-        help="latent blend in the last N steps (paper: 15 of 50)",
-    )
-    tune.add_argument(
-        "--negative-scale",
-        dest="negative_scale",
-        type=float,
-        metavar="X",
-        help="weight lambda_ng of the negative word",
-    )
-    tune.add_argument(
-        "--spatial-lambda",
-        dest="spatial_lambda",
-        type=float,
-        metavar="X",
-        help="lambda of the spatial-ratio loss (Eq. 6)",
-    )
-    tune.add_argument(
-        "--attention-res",
-        dest="attention_res",
-        type=int,
-        metavar="PX",
-        help="side in pixels of the attention maps the loss reads (default: latent / 4)",
-    )
-    tune.add_argument(
-        "--null-steps",
-        dest="null_inner_steps",
-        type=int,
-        metavar="N",
-        help="inner optimisation steps per timestep of null-text inversion",
-    )
-    tune.add_argument(
-        "--resolution",
-        type=int,
-        metavar="PX",
-        help="long side of the processing size (multiple of 64)",
-    )
-    tune.add_argument(
-        "--reference",
-        action="store_true",
-        default=None,
-        help="run Algorithm 1 literally (slower; for checking the fast path)",
-    )
-    tune.add_argument(
-        "--early-stop",
-        dest="early_stop",
-        type=float,
-        metavar="FRACTION",
-        help="end a step's guidance once an iteration improves the loss by less than this "
-        "fraction (default 0: all iterations, as the paper)",
-    )
-    tune.add_argument(
-        "--channels-last",
-        dest="channels_last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run the UNet in channels-last memory format (default: on a GPU yes, on a CPU no)",
-    )
-    tune.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="torch.compile the UNet (the first edit pays the compilation)",
-    )
-    tune.add_argument(
-        "--no-cuda-graphs",
-        dest="cuda_graphs",
-        action="store_false",
-        default=None,
-        help="on a GPU, run every UNet call eagerly instead of replaying CUDA graphs",
-    )
+    add_settings(tune, controls.CLI_SETTINGS)
 
     model = edit.add_argument_group("model")
     source = model.add_mutually_exclusive_group()
@@ -429,27 +299,8 @@ def _add_bench(commands) -> None:
     bench.add_argument(
         "--out", default="results", metavar="DIR", help="output folder (default: results)"
     )
-    bench.add_argument(
-        "--steps", type=int, metavar="N", help="denoising steps (default 50; --tiny: 4)"
-    )
-    bench.add_argument(
-        "--resolution",
-        type=int,
-        metavar="PX",
-        help="long side of the processing size (default 512; --tiny: 128)",
-    )
-    bench.add_argument(
-        "--iterations",
-        type=int,
-        metavar="N",
-        help="MAX_IT of the magedit methods (default: the paper's 15)",
-    )
-    bench.add_argument(
-        "--inversion",
-        choices=INVERSION_METHODS,
-        default="null_text",
-        help="how each photo is inverted (default: null_text, as the paper for every method)",
-    )
+    # The settings every method shares (the iterations: the magedit methods'), from the table.
+    add_settings(bench, [controls.BY_NAME[name] for name in BENCH_SETTINGS], tiny=BENCH_TINY)
     bench.add_argument("--limit", type=int, metavar="N", help="only the first N items")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     model = bench.add_argument_group("models")
@@ -582,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``magedit`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    args = None
     try:
         try:
             args = parser.parse_args(argv)
@@ -591,7 +443,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, ValueError, OSError, FloatingPointError) as error:
+    except FloatingPointError as error:
+        # The library's advice holds everywhere; the dtype is this face's own lever.
+        dtype, device = getattr(args, "dtype", None), getattr(args, "device", None) or ""
+        torch = sys.modules.get("torch")
+        on_gpu = torch is not None and torch.cuda.is_available() and device != "cpu"
+        half = dtype in ("float16", "bfloat16") or (dtype == "auto" and on_gpu)
+        hint = "; or run in float32 (--dtype float32)" if half else ""
+        print(f"{PROG}: error: {say(error, 'cli')}{hint}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ValueError, OSError) as error:
         return _fail(error)
     except RuntimeError as error:
         if is_out_of_memory(error):
@@ -603,8 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
-def _fail(error: BaseException | str) -> int:
-    print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+def _fail(error: BaseException) -> int:
+    print(f"{PROG}: error: {say(error, 'cli')}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -627,7 +488,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     )
     sources = loading.sources(args.model, args.sam_model, args.sam_checkpoint, args.tiny)
     report = doctor.run(pipe, segmenter, tiny=args.tiny, sources=sources)
-    print("\n".join(report.lines()))
+    print("\n".join(report.lines("cli")))
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -637,13 +498,11 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def run_edit(args: argparse.Namespace) -> int:
     """``magedit edit``: check every input, load the model, invert, edit, write the outputs."""
-    from tqdm import tqdm
-
-    from magedit import images
-    from magedit.pipeline import EditResult
-
     start = time.perf_counter()
-    # 1. Check inputs that need no model: paths, numbers, image and mask.
+    # 1. Check inputs that need no model, quickest first: paths, numbers, the text (with the
+    #    model's tokenizer alone), the image and the mask.
+    image_path = _input_path(args.image, "--image")
+    mask_path = _input_path(args.mask, "--mask") if args.mask is not None else None
     out = _output_path(args.out, "--out") if args.out else None  # None: named after the edit
     raw = _output_path(args.raw, "--raw") if args.raw else None
     log = Path(args.log).expanduser() if args.log else None
@@ -671,10 +530,24 @@ def run_edit(args: argparse.Namespace) -> int:
             "--sam-checkpoint does not go with --tiny (random weights for every model)"
         )
     config = build_config(args)
-    image = images.load_image(_input_path(args.image, "--image"))
+    check_text(args, config)
+    from magedit import images
+
+    image = images.load_image(image_path)
     segmented = None
-    if args.mask is not None:
-        mask = images.load_mask(_input_path(args.mask, "--mask"), size=image.shape[:2])
+    if mask_path is not None:
+        mask = images.load_mask(mask_path)
+        if mask.shape != image.shape[:2]:
+            (mh, mw), (ph, pw) = mask.shape, image.shape[:2]
+            try:
+                mask = images.load_mask(mask, size=(ph, pw))  # the photo's shape, or refused
+            except ValueError as error:
+                raise UsageError(f"--mask: {error}") from None
+            if not args.quiet:
+                print(
+                    f"{PROG}: the mask ({mw}x{mh}) has the photo's shape: scaled to {pw}x{ph}",
+                    file=sys.stderr,
+                )
     else:
         points, labels = _check_clicks(args, image.shape[:2])
         quiet_libraries()
@@ -701,11 +574,15 @@ def run_edit(args: argparse.Namespace) -> int:
     #    before the (possibly long) inversion.
     quick = tiny_quick(args)
     if quick:
-        chosen = ", ".join(f"{FLAG_OF_FIELD[name]} {value}" for name, value in quick.items())
+        chosen = ", ".join(f"{controls.word(name, 'cli')} {value}" for name, value in quick.items())
         print(
             f"{PROG}: --tiny runs quick settings: {chosen} (give those flags to change them)",
             file=sys.stderr,
         )
+    from tqdm import tqdm
+
+    from magedit.pipeline import EditResult
+
     load_start = time.perf_counter()
     pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
     load_seconds = time.perf_counter() - load_start
@@ -729,10 +606,8 @@ def run_edit(args: argparse.Namespace) -> int:
 
     # 3. Invert (one bar), then edit (one bar over the denoising steps).
     bar = functools.partial(tqdm, file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
-    inversion_start = time.perf_counter()
     with _LazyBar(bar, desc=f"inversion ({config.inversion})", unit="step") as inversion_bar:
         inversion = pipe.invert(prepared, progress=inversion_bar.update_to)
-    inversion_seconds = time.perf_counter() - inversion_start
     result = None
     denoise: list[dict[str, float]] = []
     events = pipe.edit(prepared, inversion)
@@ -765,14 +640,8 @@ def run_edit(args: argparse.Namespace) -> int:
     write_image(out, result.composited)
     if raw is not None:
         write_image(raw, result.image)
-    # This run's wall times: a cached inversion costs nothing here (the result's timings give
-    # the seconds the cached inversion took when it was made).
-    timings = {
-        "load": load_seconds,
-        **result.timings,
-        "inversion": inversion_seconds,
-        "total": time.perf_counter() - start,
-    }
+    # This run's times: the result's say what the edit spent (a cached inversion: 0 s).
+    timings = {"load": load_seconds, **result.timings, "total": time.perf_counter() - start}
     if log is not None:
         record = _log_record(args, pipe, result, denoise, timings, out, raw, segmented)
         write_bytes(log, (json.dumps(record, indent=2) + "\n").encode())
@@ -815,13 +684,20 @@ def run_bench(args: argparse.Namespace) -> int:
     items = piebench.items(piebench.load(args.dataset)) if pie else bench.load_dataset(args.dataset)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit is {args.limit}; give 1 or more items")
-    steps = args.steps if args.steps is not None else (4 if args.tiny else 50)
-    resolution = args.resolution if args.resolution is not None else (128 if args.tiny else 512)
-    try:
-        bench.method_config("magedit-tr", items[0].type, steps, resolution, "ddim", args.iterations)
-    except ValueError as error:
-        flags = {"steps": "--steps", "resolution": "--resolution", "max_iter": "--iterations"}
-        raise ValueError(_flag_message(str(error), flags)) from None
+    given = {name: getattr(args, name) for name in BENCH_SETTINGS}
+    checked = {
+        name: controls.BY_NAME[name].check(value)
+        for name, value in given.items()
+        if value is not None
+    }
+    quick = BENCH_TINY if args.tiny else {}
+    steps = checked.get("steps", quick.get("steps", controls.BY_NAME["steps"].default()))
+    resolution = checked.get(
+        "resolution", quick.get("resolution", controls.BY_NAME["resolution"].default())
+    )
+    inversion = checked.get("inversion", controls.BY_NAME["inversion"].default())
+    iterations = checked.get("iterations")
+    bench.method_config("magedit-tr", items[0].type, steps, resolution, "ddim", iterations)
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{args.out}' is a file; give a folder")
@@ -849,8 +725,8 @@ def run_bench(args: argparse.Namespace) -> int:
         metrics=metrics,
         steps=steps,
         resolution=resolution,
-        inversion=args.inversion,
-        iterations=args.iterations,
+        inversion=inversion,
+        iterations=iterations,
         model=pipe.model_id,
         limit=args.limit,
         state=state,
@@ -964,33 +840,46 @@ def segment_image(
 # Configuration
 
 
+def check_text(args: argparse.Namespace, config: EditConfig) -> None:
+    """The prompts, the edit words and the negative word, checked with the model's tokenizer
+    alone (a second) before the model loads; skipped when the tokenizer is not on this machine
+    yet (``prepare`` checks them once the model is there)."""
+    from magedit import prompts
+    from magedit.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model, args.tiny)
+    if tokenizer is None:
+        return
+    prompts.check_edit_text(
+        tokenizer,
+        args.source,
+        args.target,
+        [args.words],
+        args.negative_word,
+        args.negative_prompt,
+        guided=config.max_iter > 0 and config.cross_inject_at(0),
+    )
+
+
 def build_config(args: argparse.Namespace) -> EditConfig:
-    """The preset (or the defaults), rescaled to ``--steps``, with the flags given applied
-    (``config.config_from``). Flags left out (None) keep the preset's values. Errors name the
-    flag, not the field."""
-    try:
-        given = {name: getattr(args, name, None) for name in FLAG_OF_FIELD}
-        fields = {name: value for name, value in given.items() if value is not None}
-        fields.update(tiny_quick(args))
-        steps = fields.pop("steps", None)
-        return config_from(args.preset, steps, **fields)
-    except ValueError as error:
-        raise ValueError(_flag_message(str(error), FLAG_OF_FIELD)) from None
+    """The settings flags given, over the preset's (without --preset: the paper's defaults),
+    rescaled to ``--steps``; with --tiny the quick settings for the flags not given
+    (``controls.config_from_values``). Errors name the flag (``errors.say``)."""
+    given = {c.name: getattr(args, c.name, None) for c in controls.CLI_SETTINGS}
+    values = {name: value for name, value in given.items() if value is not None}
+    return controls.config_from_values(values, tiny=getattr(args, "tiny", False))
 
 
 def tiny_quick(args: argparse.Namespace) -> dict[str, Any]:
     """With ``--tiny``: the quick settings (``config.TINY_QUICK``) of the flags not given."""
     if not getattr(args, "tiny", False):
         return {}
-    return {name: value for name, value in TINY_QUICK.items() if getattr(args, name) is None}
-
-
-def _flag_message(message: str, flags: dict[str, str]) -> str:
-    """A config error ("max_iter must be ...") with the field named by its flag."""
-    for name, flag in flags.items():
-        if message.startswith(f"{name} "):
-            return flag + message[len(name) :]
-    return message
+    given = {
+        controls.BY_NAME[c.name].field
+        for c in controls.CLI_SETTINGS
+        if getattr(args, c.name) is not None
+    }
+    return {field: value for field, value in TINY_QUICK.items() if field not in given}
 
 
 def _input_path(name: str, flag: str) -> Path:

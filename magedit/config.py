@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from magedit.errors import InputError
+
 Constraint = Literal["token_ratio", "spatial_ratio"]
 InversionMethod = Literal["null_text", "direct", "ddim"]
 
@@ -25,6 +27,10 @@ SD14_MODEL = "CompVis/stable-diffusion-v1-4"
 # importing torch. vit_b (91M parameters) is the fastest per photo and close to vit_h on clicks.
 SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 DEFAULT_SAM_MODEL = "vit_b"
+
+
+def _refuse(field: str, rule: str) -> None:
+    raise InputError(field, f"{{{field}}} {rule}")
 
 
 def default_model() -> str:
@@ -100,23 +106,24 @@ class EditConfig:
     cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
+        # Messages name fields as {field}: each interface writes its own word there (a flag, a
+        # label; errors.InputError). The bounds are what makes a config valid; the interfaces
+        # offer narrower ranges (magedit.controls).
         ints = ("steps", "tau1", "tau_self", "tau2", "max_iter", "blend_steps", "null_inner_steps")
         for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+                _refuse(name, f"must be an integer, got {value!r}")
         if not 1 <= self.steps <= 1000:
-            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+            _refuse("steps", f"must be between 1 and 1000, got {self.steps}")
         for name in ("tau1", "tau_self", "tau2", "blend_steps"):
             value = getattr(self, name)
             if not 0 <= value <= self.steps:
-                raise ValueError(f"{name} must be between 0 and steps ({self.steps}), got {value}")
+                _refuse(name, f"must be between 0 and steps ({self.steps}), got {value}")
         if not 0 <= self.max_iter <= 200:
-            raise ValueError(f"max_iter must be between 0 and 200, got {self.max_iter}")
+            _refuse("max_iter", f"must be between 0 and 200, got {self.max_iter}")
         if not 0 <= self.null_inner_steps <= 100:
-            raise ValueError(
-                f"null_inner_steps must be between 0 and 100, got {self.null_inner_steps}"
-            )
+            _refuse("null_inner_steps", f"must be between 0 and 100, got {self.null_inner_steps}")
         for name in ("guidance_scale", "scale", "negative_scale", "spatial_lambda", "null_lr"):
             value = getattr(self, name)
             if (
@@ -124,32 +131,31 @@ class EditConfig:
                 or not isinstance(value, int | float)
                 or not math.isfinite(value)
             ):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+                _refuse(name, f"must be a finite number, got {value!r}")
             if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+                _refuse(name, f"must be >= 0, got {value}")
         early = self.early_stop
         if isinstance(early, bool) or not isinstance(early, int | float) or not 0 <= early < 1:
-            raise ValueError(f"early_stop must be a fraction in [0, 1), got {early!r}")
+            _refuse("early_stop", f"must be a fraction in [0, 1), got {early!r}")
         for name in ("reference", "channels_last", "compile", "cuda_graphs"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "channels_last" and value is None):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
+                _refuse(name, f"must be True or False, got {value!r}")
         if self.guidance_scale > 50:
-            raise ValueError(f"guidance_scale must be at most 50, got {self.guidance_scale}")
+            _refuse("guidance_scale", f"must be at most 50, got {self.guidance_scale}")
         if self.constraint not in CONSTRAINTS:
-            raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {self.constraint!r}")
+            _refuse("constraint", f"must be one of {CONSTRAINTS}, got {self.constraint!r}")
         if self.inversion not in INVERSION_METHODS:
-            raise ValueError(
-                f"inversion must be one of {INVERSION_METHODS}, got {self.inversion!r}"
-            )
+            _refuse("inversion", f"must be one of {INVERSION_METHODS}, got {self.inversion!r}")
         if isinstance(self.resolution, bool) or not isinstance(self.resolution, int):
-            raise ValueError(f"resolution must be an integer, got {self.resolution!r}")
+            _refuse("resolution", f"must be an integer, got {self.resolution!r}")
         if not 64 <= self.resolution <= 2048 or self.resolution % 64:
-            raise ValueError(
-                f"resolution must be a multiple of 64 between 64 and 2048, got {self.resolution}"
+            _refuse(
+                "resolution",
+                f"must be a multiple of 64 between 64 and 2048, got {self.resolution}",
             )
         if self.attention_res is not None and self.attention_res < 1:
-            raise ValueError(f"attention_res must be positive, got {self.attention_res}")
+            _refuse("attention_res", f"must be positive, got {self.attention_res}")
 
     # The schedule, as predicates on the 0-based denoising step index i (i = 0 is t = T).
     def cross_inject_at(self, i: int) -> bool:
@@ -208,7 +214,7 @@ PRESETS: dict[str, EditConfig] = {
 def preset(name: str, **overrides: Any) -> EditConfig:
     """The named preset (``color``, ``texture`` or ``object``) with ``overrides`` applied."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise InputError("preset", f"unknown {{preset}} {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)
 
 
@@ -229,8 +235,8 @@ def config_from(name: str | None = None, steps: int | None = None, **fields: Any
     config = EditConfig() if name is None else preset(name)
     if steps is not None:
         if isinstance(steps, bool) or not isinstance(steps, int):
-            raise ValueError(f"steps must be an integer, got {steps!r}")
+            _refuse("steps", f"must be an integer, got {steps!r}")
         if not 1 <= steps <= 1000:
-            raise ValueError(f"steps must be between 1 and 1000, got {steps}")
+            _refuse("steps", f"must be between 1 and 1000, got {steps}")
         config = config.with_steps(steps)
     return config.replace(**{key: value for key, value in fields.items() if value is not None})

@@ -30,6 +30,7 @@ import torch
 
 from magedit import images
 from magedit.config import TINY_QUICK, preset
+from magedit.controls import say
 from magedit.errors import is_out_of_memory, one_line
 
 if TYPE_CHECKING:
@@ -83,8 +84,9 @@ class Report:
     def ok(self) -> bool:
         return all(check.passed is not False for check in self.checks)
 
-    def lines(self) -> list[str]:
-        """The report as text: the facts, then one line per check (PASS, FAIL or SKIP)."""
+    def lines(self, face: str = "library") -> list[str]:
+        """The report as text: the facts, then one line per check (PASS, FAIL or SKIP); the
+        advice names the options in ``face``'s words (``controls.say``)."""
         width = max(len(name) for name, _ in self.facts) if self.facts else 0
         out = [f"{name:<{width}}  {value}" for name, value in self.facts]
         for check in self.checks:
@@ -96,7 +98,7 @@ class Report:
             if not failed
             else f"{len(failed)} check(s) failed: " + "; ".join(c.name for c in failed)
         )
-        out += [f"  {check.name}: {check.advice}" for check in failed]
+        out += [f"  {check.name}: {say(check.advice, face)}" for check in failed]
         return out
 
 
@@ -205,13 +207,18 @@ def _synchronizer(device: torch.device):
     return lambda: None
 
 
+# The advice for NaN or infinity: the doctor runs from a command line (`magedit doctor`,
+# `app.py --doctor`), which writes its own word for {dtype} (Report.lines).
+OVERFLOW = (
+    "the model overflows in this dtype; try {dtype} float32 (or bfloat16 instead of float16), "
+    "and check that the weights are SD v1.x's"
+)
+
+
 def _failed_edit(error: BaseException) -> Check:
     """The built-in edit stopped: NaN or infinity in a step, or out of memory."""
     if isinstance(error, FloatingPointError):
-        advice = (
-            "the model overflows in this dtype; try --dtype float32 (or bfloat16 instead of "
-            "float16), and check that the weights are SD v1.x's"
-        )
+        advice = OVERFLOW
     else:
         advice = (
             "not enough GPU memory for one edit; free the GPU of other work or use a larger one"
@@ -230,8 +237,7 @@ def _finite(result: EditResult, events: list[EditEvent]) -> Check:
     figure += f": not finite: {', '.join(bad)}" if bad else ": all finite"
     return Check(
         "no NaN or inf", not bad, figure,
-        "the model overflows in this dtype; try --dtype float32 (or bfloat16 instead of float16), "
-        "and check that the weights are SD v1.x's",
+        OVERFLOW,
     )  # fmt: skip
 
 
@@ -303,7 +309,7 @@ def _click(segmenter: Segmenter | None, tiny: bool, timings: dict[str, float]) -
     figure = f"IoU {iou:.2f} with {CLICK_EXAMPLE}'s mask (at least {MIN_CLICK_IOU:g})"
     return Check(
         name, iou >= MIN_CLICK_IOU, figure,
-        "Segment Anything misses the clicked object; check that --sam-model matches the "
+        "Segment Anything misses the clicked object; check that {sam_model} matches the "
         "checkpoint (vit_b, vit_l or vit_h)",
     )  # fmt: skip
 

@@ -24,28 +24,65 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-class InputError(ValueError):
-    """Bad input to an edit, naming the input at fault so an interface can show the message
-    next to it. ``field`` is one of FIELDS; ``region`` the 1-based region for "words" and "mask".
-    A ValueError: code that catches ValueError catches it."""
+class Says:
+    """An error whose message names inputs and settings as ``{field}`` placeholders: ``say(face)``
+    writes each face's word for them (``controls.say``: a flag on the command line, a label on
+    the page, a parameter in the API) and ``str()`` the library's (the field itself)."""
 
-    FIELDS = (
-        "image",
-        "source_prompt",
-        "target_prompt",
-        "words",
-        "mask",
-        "negative_word",
-        "negative_prompt",
-        "settings",
-    )
+    template: str
+
+    def say(self, face: str = "library") -> str:
+        from magedit.controls import say
+
+        return say(self.template, face)
+
+    def __str__(self) -> str:
+        return self.say("library")
+
+
+class InputError(Says, ValueError):
+    """Bad input to an edit, naming the input or setting at fault so that an interface can show
+    the message next to it. ``field``: an input ("image", "source_prompt", "target_prompt",
+    "words", "mask", "negative_word", "negative_prompt", a model option such as "dtype") or a
+    setting of ``magedit.controls`` ("max_iter", "preset", ...); ``region``: the 1-based region
+    for "words" and "mask". A ValueError: code that catches ValueError catches it."""
 
     def __init__(self, field: str, message: str, region: int | None = None):
-        if field not in self.FIELDS:
-            raise ValueError(f"unknown input field {field!r}; use one of {self.FIELDS}")
         super().__init__(message)
         self.field = field
         self.region = region
+        self.template = message
+
+
+class MissingFile(Says, FileNotFoundError):
+    """A file named by input ``field`` (a model folder, a checkpoint) is not there."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.template = message
+
+
+class InputErrors(ValueError):
+    """Several refused inputs at once (e.g. every setting out of range): ``errors``, each an
+    InputError. ``str()`` and ``say(face)`` join their messages."""
+
+    def __init__(self, errors: list[InputError]):
+        super().__init__("; ".join(e.template for e in errors))
+        self.errors = list(errors)
+
+    def say(self, face: str = "library") -> str:
+        return "; ".join(e.say(face) for e in self.errors)
+
+    def __str__(self) -> str:
+        return self.say("library")
+
+
+def say(error: BaseException, face: str) -> str:
+    """One line for ``error`` in ``face``'s words (placeholders filled in where it has them)."""
+    if isinstance(error, Says | InputErrors):
+        return one_line(error.say(face))
+    return one_line(error)
 
 
 class blame:  # noqa: N801 (used as ``with blame("target_prompt"):``)

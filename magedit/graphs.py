@@ -170,8 +170,8 @@ class Adam:
 class CapturedGradient:
     """:func:`magedit.guidance.objective_gradient` on a fixed input tensor, captured when enabled.
 
-    ``objective(z) -> (loss, ratio)``; calling this with z copies z into the fixed input and
-    returns (loss, ratio, d loss / d z): tensors that the next call overwrites.
+    ``objective(z) -> (value, report)``; calling this with z copies z into the fixed input and
+    returns (value, report, d value / d z): tensors that the next call overwrites.
     """
 
     def __init__(
@@ -183,9 +183,9 @@ class CapturedGradient:
         self.z = z = torch.zeros_like(like, dtype=torch.float32).requires_grad_(True)
 
         def fn() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # no reference to self
-            loss, ratio = objective(z)
-            (grad,) = torch.autograd.grad(loss, z)
-            return loss.detach(), ratio.detach(), grad
+            value, report = objective(z)
+            (grad,) = torch.autograd.grad(value, z)
+            return value.detach(), report.detach(), grad
 
         self.step = CapturedStep(fn, enabled)
 

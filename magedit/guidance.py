@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-# objective(z) -> (loss with its graph to z, in-mask ratio for display)
+# objective(z) -> (the value minimised, with its graph to z; what to report: (2,) = the edit
+# words' loss and their in-mask ratio)
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-# gradient(z) -> (loss, in-mask ratio, d loss / d z), all detached
+# gradient(z) -> (value, report, d value / d z), all detached
 Gradient = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -51,9 +52,9 @@ def objective_gradient(objective: Objective) -> Gradient:
     def gradient(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
             z_var = z.detach().requires_grad_(True)
-            loss, ratio = objective(z_var)
-            (grad,) = torch.autograd.grad(loss, z_var)
-        return loss.detach(), ratio.detach(), grad
+            value, report = objective(z_var)
+            (grad,) = torch.autograd.grad(value, z_var)
+        return value.detach(), report.detach(), grad
 
     return gradient
 
@@ -61,8 +62,9 @@ def objective_gradient(objective: Objective) -> Gradient:
 @dataclass
 class GuidanceStep:
     iteration: int  # 1-based
-    loss: float  # the loss before this iteration's update
+    loss: float  # the edit words' loss (lambda_p L) before this iteration's update
     ratio: float  # the in-mask ratio before this iteration's update
+    objective: float  # the value minimised (Eq. 7/9: with the negative word's term)
     z: torch.Tensor  # the latent after the update (detached)
 
 
@@ -84,11 +86,11 @@ def guide(
     """
     previous = None
     for iteration in range(1, max_iter + 1):
-        loss, ratio, grad = gradient(z)
+        value, report, grad = gradient(z)
         z = masked_update(z.detach(), grad, mask, delta)
-        step = GuidanceStep(iteration, float(loss), float(ratio), z)
+        step = GuidanceStep(iteration, float(report[0]), float(report[1]), float(value), z)
         yield step
-        stalled = previous is not None and previous - step.loss < early_stop * abs(previous)
+        stalled = previous is not None and previous - step.objective < early_stop * abs(previous)
         if early_stop > 0 and stalled:
             return
-        previous = step.loss
+        previous = step.objective

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from magedit.errors import Says
+
 # SD v1.x's components the engine loads, and each one's weights files (safetensors, pickle); the
 # fp16 variant of a file has ".fp16" before its extension.
 SD_WEIGHTS = {
@@ -36,13 +38,18 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_conf
 # How long one try of the Hub's address may take before it counts as out of reach.
 REACH_TIMEOUT = 3.0
 WAYS_FORWARD = (
-    "pass --model FOLDER (a downloaded diffusers SD v1.x folder), or --tiny for the offline demo "
-    "with random weights"
+    "give the model as a local folder ({model} FOLDER: a downloaded diffusers SD v1.x folder), "
+    "or use the offline demo with random weights ({tiny})"
 )
 
 
-class WeightsUnavailable(ValueError):
-    """The weights cannot be had here; the message says what is missing and what to do."""
+class WeightsUnavailable(Says, ValueError):
+    """The weights cannot be had here; the message says what is missing and what to do (naming
+    the options as ``{field}`` placeholders, see ``errors.Says``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.template = message
 
 
 def is_local(name: str) -> bool:

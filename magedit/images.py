@@ -226,8 +226,9 @@ def load_mask(source: MaskSource, size: tuple[int, int] | None = None) -> np.nda
     Args:
         source: a path, bytes, a file object, a PIL image, a numpy array (bool, integer or float;
             HxW or HxWxC channels last) or a torch tensor (H, W), (1, H, W) or (1, 1, H, W).
-        size: (height, width) of the image the mask belongs to. A mask of another size is resized
-            to it with ``resize_mask`` (nearest-neighbour, as the pipeline samples its masks).
+        size: (height, width) of the image the mask belongs to. A mask of another size but the
+            same shape (aspect ratio, up to a pixel) is resized to it with ``resize_mask``
+            (nearest-neighbour, as the pipeline samples its masks); another shape is refused.
 
     A pixel is inside when any of its colour channels is non-zero. When the source has an alpha
     channel that is not fully opaque, pixels with alpha 0 are outside whatever their colour:
@@ -235,7 +236,8 @@ def load_mask(source: MaskSource, size: tuple[int, int] | None = None) -> np.nda
     empty; paint masks in a non-black colour.)
 
     Raises:
-        ValueError: the source is unreadable, or no pixel is inside (before or after resizing).
+        ValueError: the source is unreadable, no pixel is inside (before or after resizing), or
+            its shape is not the photo's.
     """
     torch = sys.modules.get("torch")  # if torch was never imported, source cannot be a tensor
     if torch is not None and isinstance(source, torch.Tensor):
@@ -260,6 +262,16 @@ def load_mask(source: MaskSource, size: tuple[int, int] | None = None) -> np.nda
     height, width = _check_size_arg(size)
     if mask.shape == (height, width):
         return mask
+    mask_height, mask_width = mask.shape
+    # Scaled to the photo only when it has the photo's shape (up to a pixel of rounding, as a
+    # mask painted on a smaller display of the photo has): another shape would be stretched and
+    # the edit would land in the wrong place.
+    if abs(mask_width * height / mask_height - width) > 1 + 0.01 * width:
+        raise ValueError(
+            f"the mask is {mask_width}x{mask_height} pixels and the photo {width}x{height}: "
+            "another shape, so it would be stretched onto the wrong place; give a mask of the "
+            "photo's size (or of the same shape, scaled)"
+        )
     out = resize_mask(mask, (height, width))
     if not out.any():
         raise ValueError(

@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from magedit.config import default_model
-from magedit.errors import one_line
+from magedit.errors import InputError, MissingFile, one_line
 
 if TYPE_CHECKING:
     import torch
@@ -39,11 +39,13 @@ def torch_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(
-            f"--device '{name}' is not a torch device; use cpu, cuda or cuda:N"
+        raise InputError(
+            "device", f"{{device}} '{name}' is not a torch device; use cpu, cuda or cuda:N"
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        raise InputError(
+            "device", f"{{device}} {name}: no CUDA GPU is available here; use {{device}} cpu"
+        )
     return device
 
 
@@ -109,9 +111,10 @@ def load_pipeline(
         raise  # its message is whole: what is missing and the way forward
     except (OSError, ValueError) as error:
         # A folder or download that is not a loadable SD v1.x model: the library's own words.
-        raise ValueError(
-            f"cannot load the model '{name}' ({_reason(error)}); pass --model /local/folder (a "
-            "diffusers SD v1.x folder), or --tiny to try the tool offline with random weights"
+        raise InputError(
+            "model",
+            f"cannot load the model '{name}' ({_reason(error)}); give a local diffusers SD v1.x "
+            "folder ({model} /local/folder), or try the tool offline with random weights ({tiny})",
         ) from None
 
 
@@ -145,17 +148,42 @@ def model_source(name: str) -> str:
 
     path = Path(name).expanduser()
     if hub.is_local(name) and not path.is_dir():
-        raise FileNotFoundError(
-            f"--model: no folder '{name}'; pass a diffusers SD v1.x model folder, or --tiny to "
-            "try the tool offline with random weights"
+        raise MissingFile(
+            "model",
+            f"{{model}}: no folder '{name}'; give a diffusers SD v1.x model folder, or try the "
+            "tool offline with random weights ({tiny})",
         )
     if path.is_dir():
         return str(path)
     try:
         hub.check_available(name)
     except hub.WeightsUnavailable as error:
-        raise hub.WeightsUnavailable(f"{error}: {hub.WAYS_FORWARD}") from None
+        raise hub.WeightsUnavailable(f"{error.template}: {hub.WAYS_FORWARD}") from None
     return name
+
+
+def load_tokenizer(model: str | None = None, tiny: bool = False) -> Any:
+    """The model's tokenizer alone, when it is on this machine (``tiny``: CLIP's, shipped), for
+    checking the prompts and words in a second before the model loads; None when it is not
+    here yet (the model's load then fetches it or says why it cannot)."""
+    from magedit import hub
+    from magedit.tokenizer import clip_tokenizer, thread_safe
+
+    if tiny:
+        return clip_tokenizer()
+    name = model or default_model()
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        folder = None if hub.is_local(name) else hub.cached_snapshot(name)
+    if folder is None or not (folder / "tokenizer").is_dir():
+        return None
+    quiet_libraries()
+    from transformers import CLIPTokenizer
+
+    try:
+        return thread_safe(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"))
+    except (OSError, ValueError):  # not a tokenizer after all: the model's load says so
+        return None
 
 
 @functools.lru_cache(maxsize=2)
@@ -179,8 +207,9 @@ def load_segmenter(
     where = torch_device(device)
     if tiny:
         if checkpoint:
-            raise ValueError(
-                "--sam-checkpoint does not go with --tiny (random weights for every model)"
+            raise InputError(
+                "sam_checkpoint",
+                "{sam_checkpoint} does not go with {tiny} (random weights for every model)",
             )
         return Segmenter.tiny(device=where)
     kind = None if dtype == "auto" else torch_dtype(dtype, where)
@@ -205,9 +234,10 @@ def load_metrics(
             warnings.simplefilter("ignore")
             return Metrics.from_pretrained(*names, device=device)
     except (OSError, ValueError) as error:
-        raise ValueError(
+        raise InputError(
+            "clip_model",
             f"cannot load the metric models {names[0]} / {names[1]} ({_reason(error)}); without "
-            "network they must already be in the Hugging Face cache: pass --clip-model/"
-            "--dino-model /local/folder, or --tiny to try the benchmark offline with random "
-            "weights"
+            "network they must already be in the Hugging Face cache: give local folders "
+            "({clip_model} / {dino_model} /local/folder), or try the benchmark offline with "
+            "random weights ({tiny})",
         ) from None

@@ -194,6 +194,51 @@ class _Plan:
     )
 
 
+@dataclass(frozen=True)
+class UNetCall:
+    """One UNet call of an edit's plan. ``kind``: "forward" (no gradient; ``batch`` rows),
+    "mag" (a MAG iteration's pass: forward to the loss's layers and backward to z*_t) or
+    "null_text" (a null-text inner step: forward and backward to the embedding)."""
+
+    kind: str
+    batch: int = 1
+
+
+def joint_step(config: EditConfig, i: int) -> bool:
+    """Whether denoising step i runs both branches in one UNet call (a step without MAG, on the
+    fast path)."""
+    return not config.reference and not config.guide_at(i)
+
+
+def step_calls(config: EditConfig, i: int, method: str, negative: bool) -> list[UNetCall]:
+    """The UNet calls of denoising step i (0-based), in the order ``edit`` makes them, with
+    ``method``'s inversion and with or without a negative word. The ZeroGPU reservation and the
+    page's time estimate are made from this plan."""
+    injecting = config.cross_inject_at(i) or config.self_inject_at(i)
+    # The reconstruction branch: the recorded conditional row (direct inversion: only while
+    # something is injected), or the guided pair.
+    source = (1 if injecting else 0) if method == "direct" else 2
+    if joint_step(config, i):
+        return [UNetCall("forward", source + 2)]
+    calls = [UNetCall("forward", source)] if source else []
+    if config.guide_at(i):
+        iteration = [UNetCall("mag")] * (2 if negative else 1)  # the negative word's own pass
+        if config.reference:  # Algorithm 1 line 2: the reconstruction again, every iteration
+            iteration = [UNetCall("forward", 1), *iteration]
+        calls += iteration * config.max_iter
+    return [*calls, UNetCall("forward", 2)]  # the editing branch's guided pair
+
+
+def inversion_calls(config: EditConfig) -> list[list[UNetCall]]:
+    """The UNet calls of each inversion step: DDIM's forward, then for null-text at most
+    ``null_inner_steps`` inner steps between two forwards (it stops early below its threshold)."""
+    ddim = [[UNetCall("forward")] for _ in range(config.steps)]
+    if config.inversion != "null_text":
+        return ddim
+    inner = [UNetCall("null_text")] * config.null_inner_steps
+    return ddim + [[UNetCall("forward"), *inner, UNetCall("forward")]] * config.steps
+
+
 def _place(module, device: torch.device, dtype: torch.dtype):
     """Move a model to device/dtype, frozen and in eval mode."""
     if module.dtype != dtype:
@@ -468,7 +513,7 @@ class MagEditPipeline:
         if not finite:
             raise FloatingPointError(
                 f"the {method.replace('_', '-')} inversion became NaN or infinite; try the direct "
-                "inversion, fewer steps, or float32 (--dtype float32)"
+                "inversion or fewer steps"
             )
         self.cache.put(inversion)
         return inversion
@@ -734,7 +779,11 @@ class MagEditPipeline:
                     config.spatial_lambda,
                 )
             total = with_negative(positive, negative, config.scale, config.negative_scale)
-            return total, torch.stack(ratios).mean()
+            # What the edit reports: the edit words' loss (lambda_p L, >= 0; the denoising steps
+            # report the same) and their in-mask ratio. The negative word's term is in the
+            # objective only.
+            report = torch.stack([config.scale * positive, torch.stack(ratios).mean()])
+            return total, report
 
         return objective
 
@@ -758,13 +807,15 @@ class MagEditPipeline:
                 plan.gradients[key].step.verify_next()  # a new timestep and new recorded maps
             gradient = plan.gradients[key]
         if self.device.type == "meta":  # shapes only: guide() reads no loss value
-            zero = torch.zeros(())
-            return lambda z: (zero, zero, gradient(z)[2])
+            zero = torch.zeros(2)
+            return lambda z: (zero[0], zero, gradient(z)[2])
         return gradient
 
     def mag_objective(self, prepared: PreparedEdit, inversion: Inversion, step: int = 0):
         """The MAG loss (Eq. 7/9) of denoising step ``step`` (0-based) as a function of z*_t:
-        ``objective(z) -> (loss, in-mask ratio)``, with that step's injections; on the fast path
+        ``objective(z) -> (value, report)`` with ``report`` = (the edit words' loss, their
+        in-mask ratio), as the edit's guidance events report them, with that step's injections;
+        on the fast path
         the reconstruction branch's maps of the step are recorded first, as an edit does once
         per step. A hook for benchmarks (FLOPs of one MAG iteration) and tests; edits never call
         it. The returned function reads the attention processors' state: call it before the
@@ -794,7 +845,7 @@ class MagEditPipeline:
         if not torch.isfinite(z).all():
             raise FloatingPointError(
                 f"the {what} latents became NaN or infinite at step {step}; lower the granularity "
-                "(scale) or the iterations, or run in float32"
+                "or the iterations"
             )
 
     def edit(
@@ -827,7 +878,7 @@ class MagEditPipeline:
 
         for i, t in enumerate(schedule.timesteps):
             uncond = uncond_all[i : i + 1]
-            if not config.reference and not config.guide_at(i):
+            if joint_step(config, i):
                 # 1-3 in one UNet call: outside MAG neither branch waits for the other.
                 z_source_next, eps_edit, maps = self._joint_step(
                     inversion, plan, i, t, z_source, z_edit, uncond
@@ -859,6 +910,7 @@ class MagEditPipeline:
                             "iteration": step.iteration,
                             "loss": step.loss,
                             "ratio": step.ratio,
+                            "objective": step.objective,
                         }
                     )
                     yield EditEvent(
@@ -905,8 +957,8 @@ class MagEditPipeline:
             target_prompt=prepared.target_prompt,
             words=prepared.words,
             negative_word=prepared.negative_word,
-            timings={
-                "inversion": inversion.seconds,
+            timings={  # what this edit spent: an inversion from the cache took it no time
+                "inversion": 0.0 if inversion.cached else inversion.seconds,
                 "editing": edit_seconds,
                 "decode": time.perf_counter() - decode_start,
             },

@@ -39,6 +39,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from magedit import images
 from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES
+from magedit.errors import InputError, MissingFile
 
 # Meta publishes the checkpoints at dl.fbaipublicfiles.com/segment_anything/, not on the Hub.
 # ybelkada/segment-anything (a community repository by the author of the transformers port of
@@ -461,10 +462,11 @@ def checkpoint_path(model_type: str, checkpoint: str | os.PathLike | None = None
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(
-                f"no SAM checkpoint at '{checkpoint}'; pass the path of the {model_type} "
-                f"checkpoint (e.g. /path/to/{release}, from {META_URL}{release}) with "
-                "--sam-checkpoint, or use --tiny for a random model"
+            raise MissingFile(
+                "sam_checkpoint",
+                f"no SAM checkpoint at '{checkpoint}'; give the path of the {model_type} "
+                f"checkpoint ({{sam_checkpoint}} /path/to/{release}, from {META_URL}{release}), "
+                "or use the tiny random model ({tiny})",
             )
         return path
     from huggingface_hub import hf_hub_download
@@ -474,8 +476,8 @@ def checkpoint_path(model_type: str, checkpoint: str | os.PathLike | None = None
     repo = os.environ.get(REPO_ENV) or SAM_REPO
     filename = env or SAM_FILES[model_type]
     way_out = (
-        f"pass --sam-checkpoint /path/to/{release} (from {META_URL}{release}), or --tiny for "
-        "a random model"
+        f"give a local checkpoint ({{sam_checkpoint}} /path/to/{release}, from "
+        f"{META_URL}{release}), or use the tiny random model ({{tiny}})"
     )
     try:
         hub.check_available(repo, filename)  # fails at once offline, before a retry storm
@@ -493,34 +495,39 @@ def checkpoint_path(model_type: str, checkpoint: str | os.PathLike | None = None
     try:
         return Path(hf_hub_download(repo, filename))
     except GatedRepoError:
-        raise ValueError(
+        raise InputError(
+            "sam_checkpoint",
             f"the Hub repository '{repo}' is gated: accept its terms at "
             f"https://huggingface.co/{repo} while logged in, then set HF_TOKEN to one of your "
-            f"access tokens; or {way_out}"
+            f"access tokens; or {way_out}",
         ) from None
     except RepositoryNotFoundError:
-        raise ValueError(
+        raise InputError(
+            "sam_checkpoint",
             f"there is no Hub repository '{repo}' (or it is private: set HF_TOKEN to a token "
-            f"that can read it); check $MAGEDIT_SAM_REPO, or {way_out}"
+            f"that can read it); check $MAGEDIT_SAM_REPO, or {way_out}",
         ) from None
     except EntryNotFoundError as error:
         if isinstance(error, LocalEntryNotFoundError):  # the connection failed on the way
-            raise ValueError(
+            raise InputError(
+                "sam_checkpoint",
                 f"cannot download the SAM {model_type} checkpoint '{filename}' from '{repo}' "
-                f"(the connection failed); {way_out}"
+                f"(the connection failed); {way_out}",
             ) from None
-        raise ValueError(
+        raise InputError(
+            "sam_checkpoint",
             f"the Hub repository '{repo}' has no file '{filename}'; check "
-            f"$MAGEDIT_SAM_CHECKPOINT, or {way_out}"
+            f"$MAGEDIT_SAM_CHECKPOINT, or {way_out}",
         ) from None
     except (OSError, ValueError) as error:
         # huggingface_hub's errors (no such repo or file, a broken connection) are OSErrors; a
         # malformed repo id is a ValueError.
         reason = " ".join(str(error).split())
         reason = reason if len(reason) <= 200 else reason[:197] + "..."
-        raise ValueError(
+        raise InputError(
+            "sam_checkpoint",
             f"cannot download the SAM {model_type} checkpoint '{filename}' from the Hub repository "
-            f"'{repo}' ({reason}); {way_out}"
+            f"'{repo}' ({reason}); {way_out}",
         ) from None
 
 
@@ -541,14 +548,16 @@ def _read_state_dict(path: Path, model_type: str) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
         reason = " ".join(str(error).split())[:160]
-        raise ValueError(
-            f"'{path.name}' is not a SAM checkpoint that can be read ({reason}); pass Meta's "
-            f"{model_type} .pth file"
+        raise InputError(
+            "sam_checkpoint",
+            f"'{path.name}' is not a SAM checkpoint that can be read ({reason}); give Meta's "
+            f"{model_type} .pth file ({{sam_checkpoint}} /path/to/the/checkpoint.pth)",
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"'{path.name}' holds no SAM state dict (tensors by name); pass Meta's {model_type} "
-            ".pth file"
+        raise InputError(
+            "sam_checkpoint",
+            f"'{path.name}' holds no SAM state dict (tensors by name); give Meta's {model_type} "
+            ".pth file ({sam_checkpoint} /path/to/the/checkpoint.pth)",
         )
     return state
 
@@ -566,9 +575,11 @@ def _check_state_dict(sam: Sam, state: dict[str, torch.Tensor], path: Path, mode
         example = f"{name} is {tuple(state[name].shape)} instead of {tuple(expected[name].shape)}"
     else:
         example = f"e.g. {(missing or unexpected)[0]}"
-    raise ValueError(
+    raise InputError(
+        "sam_model",
         f"the checkpoint '{path.name}' does not fit the {model_type} SAM ({len(missing)} weights "
         f"missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape; {example}); "
-        "pass the model type the file was made for (sam_vit_b_... is vit_b, sam_vit_l_... vit_l, "
-        "sam_vit_h_... vit_h)"
+        "give the model type the file was made for ({sam_model}; sam_vit_b_... is vit_b, "
+        "sam_vit_l_... vit_l, "
+        "sam_vit_h_... vit_h)",
     )

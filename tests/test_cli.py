@@ -156,11 +156,24 @@ BAD = {
     "word not in target": ({}, ["--words", "blue"], "'blue' is not in the target prompt"),
     "word in both prompts": ({}, ["--words", "sofa"], "'sofa' is in both prompts"),
     "prompt too long": (dict(target="a green sofa " * 30), [], "CLIP reads at most 77"),
-    "negative iterations": ({}, ["--iterations", "-1"], "--iterations must be between 0"),
+    "negative iterations": (
+        {},
+        ["--iterations", "-1"],
+        "--iterations is -1, out of range; give a whole number from 0 to 30",
+    ),
+    "too few steps": (
+        {},
+        ["--steps", "4"],
+        "--steps is 4, out of range; give a whole number from 5",
+    ),
     "tau past steps": ({}, ["--tau1", "9"], "--tau1 must be between 0 and steps (6)"),
-    "resolution": ({}, ["--resolution", "100"], "--resolution must be a multiple of 64"),
-    "not a number": ({}, ["--scale", "big"], "argument --scale: invalid float value"),
-    "not finite": ({}, ["--guidance", "nan"], "--guidance must be a finite number, got nan"),
+    "resolution": (
+        {},
+        ["--resolution", "100"],
+        "argument --resolution: invalid choice: 100 (choose from 128, 256, 384, 512)",
+    ),
+    "not a number": ({}, ["--scale", "big"], "argument --granularity/--scale: invalid float value"),
+    "not finite": ({}, ["--guidance", "nan"], "--guidance is nan; give a number from 1 to 15"),
     "negative prompt alone": ({}, ["--negative-prompt", "a sofa"], "needs --negative-word"),
     "negative word absent": (
         {},
@@ -221,8 +234,8 @@ def test_unloadable_model_points_to_tiny_and_a_local_folder(model, files, tmp_pa
         assert err == (
             "magedit: error: the model 'nobody/not-a-cached-model' is not in the Hugging Face "
             "cache and the Hub is switched off here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is "
-            "set): pass --model FOLDER (a downloaded diffusers SD v1.x folder), or --tiny for the "
-            "offline demo with random weights\n"
+            "set): give the model as a local folder (--model FOLDER: a downloaded diffusers SD "
+            "v1.x folder), or use the offline demo with random weights (--tiny)\n"
         )
 
 
@@ -425,16 +438,77 @@ def test_tiny_means_quick_unless_told_otherwise(files, tmp_path, capsys, monkeyp
     written = sorted(p.name for p in tmp_path.glob("*.png"))
     assert len(written) == 1 and written[0].startswith("green-sofa-"), written
     # A flag given wins, and only the others are chosen for the user.
-    args += ["--steps", "4", "--inversion", "null_text", "--null-steps", "1"]
+    args += ["--steps", "5", "--inversion", "null_text", "--null-steps", "1"]
     assert cli.main(args) == 0
     assert capsys.readouterr().err.splitlines()[0] == (
         "magedit: --tiny runs quick settings: --iterations 3, --resolution 256 (give those flags "
         "to change them)"
     )
     config = json.loads((tmp_path / "run.json").read_text())["config"]
-    assert (config["steps"], config["inversion"], config["max_iter"]) == (4, "null_text", 3)
+    assert (config["steps"], config["inversion"], config["max_iter"]) == (5, "null_text", 3)
     assert len(list(tmp_path.glob("green-sofa-*.png"))) == 2  # a new file, never the last one
     # Real weights keep the paper's defaults.
     args = cli.build_parser().parse_args(["edit", "--image", "p.png", "--mask", "m.png",
                                           "--source", "a", "--target", "b"])  # fmt: skip
     assert cli.build_config(args) == EditConfig()
+
+
+def test_the_text_is_checked_before_the_model_loads(files, tmp_path, capsys, monkeypatch):
+    """Newcomer item 8: a wrong edit word was reported after the model had loaded (7 s). It is
+    checked with the tokenizer alone; the model is never loaded for a refused edit."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for an edit whose words are wrong")
+
+    monkeypatch.setattr(cli, "load_pipeline", no_model)
+    args = edit_args(files, tmp_path / "out.png", "--words", "purple", "--quiet")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "edit word 'purple' is not in the target prompt" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_file_is_reported_before_anything_heavy_is_imported(tmp_path):
+    """Newcomer item 8: a missing --image took 2 s to report; it is checked first, before
+    numpy, torch or transformers are imported."""
+    code = (
+        "import sys\n"
+        "from magedit import cli\n"
+        "code = cli.main(['edit', '--image', 'missing.png', '--mask', 'm.png', '--source', "
+        "'a red sofa', '--target', 'a green sofa', '--tiny'])\n"
+        "heavy = [m for m in ('numpy', 'torch', 'transformers') if m in sys.modules]\n"
+        "print(code, heavy)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert run.stdout.strip() == "2 []", run.stdout + run.stderr
+    assert run.stderr == "magedit: error: --image: no such file 'missing.png'\n"
+
+
+def test_a_mask_of_another_shape_is_refused_and_a_scaled_one_is_said(
+    files, tmp_path, capsys, monkeypatch
+):
+    """Newcomer item 8: a 512x512 mask on a 451x300 photo was stretched silently."""
+    square = tmp_path / "square.png"
+    Image.fromarray(np.full((512, 512), 255, np.uint8)).save(square)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(scene(300, 451)).save(photo)
+    args = edit_args(files, tmp_path / "out.png", "--quiet")
+    args[args.index("--image") + 1] = str(photo)
+    args[args.index("--mask") + 1] = str(square)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "magedit: error: --mask: the mask is 512x512 pixels and the photo 451x300"
+    )
+    assert not (tmp_path / "out.png").exists()
+    # The same shape at twice the size: scaled to the photo, and said.
+    double = tmp_path / "double.png"
+    Image.fromarray(scene_mask(2 * H, 2 * W).astype(np.uint8) * 255).save(double)
+    args = edit_args(files, tmp_path / "out.png")
+    args[args.index("--mask") + 1] = str(double)
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert f"the mask ({2 * W}x{2 * H}) has the photo's shape: scaled to {W}x{H}" in err

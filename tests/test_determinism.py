@@ -25,7 +25,7 @@ from magedit.pipeline import EditResult
 SOURCE = "a photo of a red sofa"
 TARGET = "a photo of a green sofa"
 # The paper's pipeline (null-text inversion, MAG, injection, blend) at toy size.
-SMALL = ["--steps", "3", "--iterations", "2", "--null-steps", "2", "--resolution", "64"]
+SMALL = ["--steps", "5", "--iterations", "2", "--null-steps", "2", "--resolution", "128"]
 SMALL += ["--inversion", "null_text"]  # the optimised inversion: the one that could vary
 
 
@@ -67,7 +67,7 @@ def test_same_inputs_give_identical_png_bytes(cli_on_tiny) -> None:
     edited = np.asarray(Image.open(io.BytesIO(first)))
     assert edited.shape == (96, 128, 3)
     assert not np.array_equal(edited, scene(96, 128))
-    assert np.asarray(Image.open(io.BytesIO(first_raw))).shape == (64, 64, 3)  # processing size
+    assert np.asarray(Image.open(io.BytesIO(first_raw))).shape == (128, 128, 3)  # processing size
 
 
 def test_the_global_generator_changes_no_byte(tiny_pipe) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from magedit import cli, doctor, images
+from magedit.controls import say
 from magedit.pipeline import EditEvent
 
 
@@ -96,7 +97,11 @@ def test_nan_anywhere_fails():
     broken = torch.zeros(1, 4, 8, 8)
     broken[0, 0, 0, 0] = torch.nan
     check = doctor._finite(result_with(broken), events([0.1, 0.2]))
-    assert check.passed is False and "edit latent" in check.figure and "--dtype" in check.advice
+    assert (
+        check.passed is False
+        and "edit latent" in check.figure
+        and "--dtype" in say(check.advice, "cli")
+    )
     check = doctor._finite(result_with(torch.zeros(1, 4, 8, 8)), events([0.1, float("inf")]))
     assert check.passed is False and "losses or in-mask ratios" in check.figure
 
@@ -135,7 +140,8 @@ def test_the_click_check_needs_the_mask_to_overlap():
     assert doctor._click(FakeSegmenter(0), tiny=False, timings={}).passed is True
     missed = doctor._click(FakeSegmenter(250), tiny=False, timings={})
     assert missed.passed is False and missed.figure.startswith("IoU 0.")
-    assert "--sam-model" in missed.advice
+    assert "--sam-model" in say(missed.advice, "cli")
+    assert "check that sam_model matches" in say(missed.advice)  # the library's word
     assert doctor._click(None, tiny=False, timings={}).passed is None
 
 
@@ -168,5 +174,6 @@ def test_an_edit_that_stops_on_nan_is_a_failed_check(tiny_pipe, monkeypatch):
     (failed,) = [c for c in report.checks if c.passed is False]
     assert failed.name == "the built-in edit runs"
     assert failed.figure == "it stopped: the edited latent became NaN or infinite at step 3 of 20"
-    assert "--dtype float32" in failed.advice
+    assert "--dtype float32" in say(failed.advice, "cli")
+    assert "--dtype" in "\n".join(report.lines("cli")) and "--" not in "\n".join(report.lines())
     assert report.checks[-1].name == "a click finds the object"  # the click still ran

@@ -220,8 +220,11 @@ def test_cli_flags_set_the_speed_options():
     fast = parse("--early-stop", "0.05", "--channels-last", "--compile")
     assert (fast.early_stop, fast.channels_last, fast.compile) == (0.05, True, True)
     assert parse("--no-channels-last").channels_last is False
-    with pytest.raises(ValueError, match=r"^--early-stop must be a fraction"):
+    with pytest.raises(ValueError) as refused:
         parse("--early-stop", "2")
+    assert refused.value.say("cli") == (
+        "--early-stop is 2, out of range; give a number from 0 to 0.99"
+    )
 
 
 @pytest.mark.slow

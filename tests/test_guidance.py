@@ -79,7 +79,7 @@ def test_mag_objective_is_the_loss_an_edit_starts_from(tiny_pipe, reference):
     cfg = cfg.with_steps(10)
     prepared = tiny_pipe.prepare(scene(192, 256), SOURCE, TARGET, scene_mask(192, 256), config=cfg)
     inversion = tiny_pipe.invert(prepared)
-    loss, ratio = tiny_pipe.mag_objective(prepared, inversion, 0)(inversion.z_T.clone())
+    _, (loss, ratio) = tiny_pipe.mag_objective(prepared, inversion, 0)(inversion.z_T.clone())
     first = next(e for e in tiny_pipe.edit(prepared, inversion) if e.phase == "guidance")
     assert (first.step, first.iteration) == (1, 1)
     assert float(loss) == pytest.approx(first.loss, rel=1e-5)

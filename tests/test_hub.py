@@ -48,8 +48,9 @@ TOKENIZER = [
 ]  # fmt: skip
 OFFLINE_LINE = (
     "the model 'nobody/not-cached' is not in the Hugging Face cache and the Hub is switched off "
-    "here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): pass --model FOLDER (a downloaded "
-    "diffusers SD v1.x folder), or --tiny for the offline demo with random weights"
+    "here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): give the model as a local folder "
+    "(model FOLDER: a downloaded diffusers SD v1.x folder), or use the offline demo with random "
+    "weights (tiny)"
 )
 
 
@@ -148,7 +149,8 @@ def test_a_download_asks_the_hub_for_the_chosen_files_only(online):
         (GatedRepoError, "the model 'org/sd' is gated on the Hub: accept its licence at "
          "https://huggingface.co/org/sd while logged in, then set HF_TOKEN"),
         (RepositoryNotFoundError, "there is no model 'org/sd' on the Hub (or it is private: set "
-         "HF_TOKEN to a token that can read it); check the name, or pass --model FOLDER"),
+         "HF_TOKEN to a token that can read it); check the name, or give the model as a local "
+         "folder (model FOLDER"),
     ],
 )  # fmt: skip
 def test_gated_or_missing_repositories_say_what_to_do(online, monkeypatch, error, said):
@@ -270,8 +272,8 @@ def test_app_offline_fails_in_one_line_before_torch_or_gradio_load(tmp_path):
     assert run.stderr == (
         "app.py: error: the model 'CompVis/stable-diffusion-v1-4' is not in the Hugging Face "
         "cache and the Hub is switched off here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): "
-        "pass --model FOLDER (a downloaded diffusers SD v1.x folder), or --tiny for the offline "
-        "demo with random weights\n"
+        "give the model as a local folder (--model FOLDER: a downloaded diffusers SD v1.x folder), "
+        "or use the offline demo with random weights (--tiny)\n"
     )
 
 

@@ -432,9 +432,9 @@ def test_mask_from_arrays_tensors_and_gray_files():
 
 def test_mask_resize_is_nearest():
     small = np.array([[True, False], [False, False]])
-    big = load_mask(small, size=(4, 6))
-    expected = np.zeros((4, 6), dtype=bool)
-    expected[:2, :3] = True
+    big = load_mask(small, size=(4, 4))
+    expected = np.zeros((4, 4), dtype=bool)
+    expected[:2, :2] = True
     np.testing.assert_array_equal(big, expected)
 
     # 4 -> 2 samples rows and columns floor(i * 4 / 2) = 0, 2, as resize_mask and the pipeline's
@@ -625,3 +625,18 @@ def test_composite_checks_the_mask_size():
     image = np.zeros((100, 80, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="the mask is 40x50 pixels but the image is 80x100"):
         composite(image, image, np.ones((50, 40), dtype=bool))
+
+
+def test_a_mask_of_another_shape_is_refused_not_stretched():
+    """Newcomer item 8: a 512x512 mask on a 451x300 photo was stretched and the edit landed in
+    the wrong place. The same shape, scaled (up to a pixel of rounding), is resized; another
+    shape is refused with both sizes."""
+    square = np.zeros((512, 512), bool)
+    square[100:200, 100:200] = True
+    with pytest.raises(ValueError, match=r"the mask is 512x512 pixels and the photo 451x300"):
+        load_mask(square, size=(300, 451))
+    assert load_mask(square, size=(256, 256)).shape == (256, 256)
+    wide = np.zeros((300, 451), bool)
+    wide[50:100, 50:100] = True
+    assert load_mask(wide, size=(600, 902)).shape == (600, 902)  # twice the size
+    assert load_mask(wide, size=(150, 225)).shape == (150, 225)  # 225.5 rounded down

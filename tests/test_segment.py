@@ -313,10 +313,12 @@ def test_from_pretrained_loads_a_local_checkpoint(tmp_path):
 
 
 def test_checkpoint_errors_say_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no SAM checkpoint at '/no/sam.pth'.*--tiny"):
+    with pytest.raises(FileNotFoundError, match=r"no SAM checkpoint at '/no/sam.pth'.*\(tiny\)"):
         Segmenter.from_pretrained("vit_b", "/no/sam.pth")
-    with pytest.raises(FileNotFoundError, match="sam_vit_b_01ec64.pth.*--sam-checkpoint"):
+    with pytest.raises(FileNotFoundError) as missing:
         Segmenter.from_pretrained("vit_b", tmp_path / "missing.pth")
+    assert "(--sam-checkpoint /path/to/sam_vit_b_01ec64.pth" in missing.value.say("cli")
+    assert "--" not in str(missing.value)  # the library names no command-line flag
     with pytest.raises(ValueError, match="'vit_x' is not a SAM model; use vit_b, vit_l, vit_h"):
         Segmenter.from_pretrained("vit_x", tmp_path / "missing.pth")
 
@@ -386,10 +388,10 @@ def test_an_uncached_hub_file_offline_points_to_a_local_file_or_tiny(monkeypatch
     assert str(error.value) == (
         "the SAM vit_b checkpoint: 'checkpoints/sam_vit_b_01ec64.pth' of "
         "'nobody/not-a-cached-sam' is not in the Hugging Face cache and the Hub is switched off "
-        "here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); pass --sam-checkpoint "
-        "/path/to/sam_vit_b_01ec64.pth (from "
-        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth), or --tiny for a "
-        "random model"
+        "here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set); give a local checkpoint "
+        "(sam_checkpoint /path/to/sam_vit_b_01ec64.pth, from "
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth), or use the tiny "
+        "random model (tiny)"
     )
 
 
@@ -623,4 +625,5 @@ def test_a_gated_or_missing_sam_says_what_to_do(monkeypatch, error, said):
     with pytest.raises(ValueError) as raised:
         checkpoint_path("vit_b")
     assert str(raised.value).startswith(said)
-    assert str(raised.value).endswith("or --tiny for a random model")
+    assert str(raised.value).endswith("or use the tiny random model (tiny)")
+    assert raised.value.say("cli").endswith("or use the tiny random model (--tiny)")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from magedit import images, prompts
 from magedit.web import admission as admission_module
-from magedit.web import build_demo, masks
+from magedit.web import build_demo, job, masks
 from magedit.web.admission import Admission, address
 
 SOURCE = "a photo of a red sofa in a living room"
@@ -191,7 +191,6 @@ def test_prepared_edits_in_transit_are_bounded():
 
 
 def test_edits_wait_in_line_and_are_told_their_place():
-    from magedit.web import events
     from magedit.web.job import Line
 
     line = Line()
@@ -201,8 +200,8 @@ def test_edits_wait_in_line_and_are_told_their_place():
         with line.ticket() as second, line.ticket() as third:
             assert (line.ahead(second), line.ahead(third)) == (1, 2)
             assert not line.take(third, 0)  # not its turn: the second is ahead
-            waiting = events.wait_turn(services, second, request("b"), seconds=0)
-            assert "1 edit ahead of yours" in next(waiting)["status"]
+            waiting = job.wait_turn(services, second, request("b"), seconds=0)
+            assert "1 edit ahead of yours" in next(waiting)["status"].text
             waiting.close()  # Cancel while waiting: the second is still in line until it leaves
         # The second and third left (their blocks ended): a newcomer is next after the first.
         with line.ticket() as fourth:
@@ -212,7 +211,6 @@ def test_edits_wait_in_line_and_are_told_their_place():
 
 
 def test_a_waiting_edit_whose_client_stopped_reading_leaves_the_line():
-    from magedit.web import events
     from magedit.web.job import Line
 
     queue = FakeQueue()
@@ -224,11 +222,11 @@ def test_a_waiting_edit_whose_client_stopped_reading_leaves_the_line():
     with line.ticket() as first:
         assert line.take(first, 0)
         with line.ticket() as second:
-            waiting = events.wait_turn(services, second, request("b"), seconds=0)
-            assert "ahead" in next(waiting)["status"]
+            waiting = job.wait_turn(services, second, request("b"), seconds=0)
+            assert "ahead" in next(waiting)["status"].text
             for _ in range(admission_module.UNREAD_MESSAGES):
                 messages.put("unread")
-            with pytest.raises(events.StoppedListening):
+            with pytest.raises(job.StoppedListening):
                 next(waiting)
 
 

@@ -37,20 +37,26 @@ from web_support import (
     write_photo,
 )
 
-from magedit import images
-from magedit.web import build_demo, charts, events, job
+from magedit import controls, images
+from magedit.web import build_demo, charts, events, job, layout, masks
 from magedit.web.admission import Admission
 from magedit.web.api import API_PARAMETERS
 from magedit.web.job import JobTimeout
 from magedit.web.limits import GALLERY_SIZE, TIME_LIMIT
+from magedit.web.services import Lazy, ModelUnavailable
 
 BIG = (2 * H, 2 * W)  # processed at 256 px long: half its size
 BIG_BOX = (slice(96, 288), slice(128, 384))
 
 
 def text(update: dict) -> str:
-    """The status line as plain text."""
-    return html.unescape(re.sub(r"<[^>]+>", " ", update["status"])).strip()
+    """The status line's text."""
+    return update["status"].text
+
+
+def html_text(markup: str) -> str:
+    """The page's HTML (its status line) as plain text."""
+    return html.unescape(re.sub(r"<[^>]+>", " ", markup)).strip()
 
 
 @pytest.fixture
@@ -64,7 +70,7 @@ def path(tmp_path) -> str:
 
 
 def run(svc, prepared, made=frozenset(), history=()) -> list[dict]:
-    return list(events.run(svc, prepared, made, list(history)))
+    return list(job.run(svc, prepared, made, list(history)))
 
 
 # ------------------------------------------------------------------------------ the text
@@ -96,7 +102,7 @@ def run(svc, prepared, made=frozenset(), history=()) -> list[dict]:
 )
 def test_check_text_names_the_control_at_fault(svc, values, says):
     update = events.check_text(svc, *values)
-    assert "magedit-error" in update["status"] and text(update).startswith(says)
+    assert update["status"].kind == "error" and text(update).startswith(says)
 
 
 @pytest.mark.parametrize(
@@ -112,31 +118,75 @@ def test_check_text_names_the_control_at_fault(svc, values, says):
 )
 def test_check_text_says_ready_when_all_is_well(svc, values, says):
     update = events.check_text(svc, *values)
-    assert "magedit-error" not in update["status"] and text(update).startswith(says)
+    assert update["status"].kind == "" and text(update).startswith(says)
 
 
 def test_check_text_escapes_the_visitors_text(svc):
     update = events.check_text(
         svc, SOURCE, "<img src=x onerror=alert(1)> a green sofa", "blue", "", 1, ""
     )
-    assert "&lt;img" in update["status"] and "<img" not in update["status"]
+    shown = layout.status_html(update["status"])
+    assert "&lt;img" in shown and "<img" not in shown
 
 
 @pytest.mark.parametrize(
-    ("source", "target", "negative", "suggested"),
+    ("source", "target", "negative", "filled"),
     [
         (SOURCE, TARGET, "", {"words": "green", "negative_word": "red"}),
         (SOURCE, TARGET, "sofa", {"words": "green"}),  # a typed negative word stays
         (SOURCE2, TARGET2, "", {"words": "green, wooden", "negative_word": "red"}),
-        ("a photo of a sofa", "a photo of a green sofa", "", {"words": "green"}),  # none replaced
-        (SOURCE, SOURCE, "", {}),  # the target adds nothing
-        (SOURCE, "", "", {}),
+        # none replaced: the negative word is emptied (it followed the prompts)
+        (
+            "a photo of a sofa",
+            "a photo of a green sofa",
+            "",
+            {"words": "green", "negative_word": ""},
+        ),
+        (SOURCE, SOURCE, "", None),  # the target adds nothing
+        (SOURCE, "", "", None),
     ],
 )
-def test_suggest_words_fills_the_words_and_the_negative_word(
-    svc, source, target, negative, suggested
-):
-    assert events.suggest_words(svc, source, target, negative) == suggested
+def test_suggest_words_fills_the_words_and_the_negative_word(svc, source, target, negative, filled):
+    update = events.suggest_words(svc, source, target, "", negative, {})
+    if filled is None:
+        assert update == {}
+        return
+    assert {k: v for k, v in update.items() if k != "suggested"} == filled
+    assert update["suggested"] == {**update["suggested"], **filled}
+
+
+def test_filled_in_fields_follow_the_prompts_until_the_visitor_types_there(svc):
+    """Newcomer item 2: after the example's green -> blue became blue -> purple, the negative
+    word was left at "green" and the edit was refused. What was filled in follows the prompts;
+    what the visitor typed stays."""
+    first = events.suggest_words(svc, "a cat with green eyes", "a cat with blue eyes", "", "", {})
+    assert (first["words"], first["negative_word"]) == ("blue", "green")
+    again = events.suggest_words(
+        svc, "a cat with blue eyes", "a cat with purple eyes", "blue", "green", first["suggested"]
+    )
+    assert (again["words"], again["negative_word"]) == ("purple", "blue")
+    # The visitor types a negative word of their own: it stays; the words still follow.
+    typed = events.suggest_words(
+        svc, "a cat with green eyes", "a cat with red eyes", "purple", "cat", again["suggested"]
+    )
+    assert typed["words"] == "red" and "negative_word" not in typed
+    # Cleared by the visitor: it follows again.
+    cleared = events.suggest_words(
+        svc, "a cat with green eyes", "a cat with red eyes", "red", "", typed["suggested"]
+    )
+    assert cleared["negative_word"] == "green"
+
+
+def test_check_text_says_what_is_missing_before_ready(svc, path):
+    """Newcomer item 3: with no photo or no mask the status line does not say "Press Edit"."""
+    values = (SOURCE, TARGET, "green", "", 1, "")
+    empty = masks.MaskState()
+    assert "Upload a photo" in text(events.check_text(svc, *values, empty))
+    state, _ = masks.new_photo(path)
+    no_mask = text(events.check_text(svc, *values, state))
+    assert "click the object" in no_mask and "Press Edit" not in no_mask
+    marked = masks.with_base(state, box(BOX), "file")
+    assert text(events.check_text(svc, *values, marked)).startswith("Ready: the edit guides")
 
 
 def test_parse_words():
@@ -146,18 +196,17 @@ def test_parse_words():
 
 
 def test_the_controls_make_the_config():
-    config = events.build_config(
-        edit_request(
-            None,
-            preset="object",
-            iterations=5,
-            granularity=3.0,
-            steps=20,
-            guidance=6.0,
-            inversion="ddim",
-            resolution=384,
-        )
+    request = edit_request(
+        None,
+        preset="object",
+        iterations=5,
+        granularity=3.0,
+        steps=20,
+        guidance=6.0,
+        inversion="ddim",
+        resolution=384,
     )
+    config = controls.config_from_values(request.settings)
     assert config.constraint == "spatial_ratio" and config.tau1 == 16  # 40 of 50 -> 16 of 20
     assert (config.max_iter, config.scale, config.guidance_scale) == (5, 3.0, 6.0)
     assert (config.inversion, config.resolution, config.steps) == ("ddim", 384, 20)
@@ -224,17 +273,18 @@ NAN, INF = float("nan"), float("inf")
         ("steps", "10", "steps is '10', not a number; give a whole number from 5 to 100"),
         ("steps", [10], "steps is [10], not a number; give a whole number from 5 to 100"),
         ("steps", None, "steps is empty; give a whole number from 5 to 100"),
-        ("guidance", INF, "guidance scale is inf; give a number from 1 to 15"),
+        ("guidance", INF, "guidance is inf; give a number from 1 to 15"),
         ("granularity", None, "granularity is empty; give a number from 0 to 10"),
         ("granularity", -0.5, "granularity is -0.5, out of range; give a number from 0 to 10"),
-        ("resolution", 300, "resolution is 300; choose one of 256, 384, 512"),
-        ("resolution", True, "resolution is True; choose one of 256, 384, 512"),
+        ("resolution", 300, "resolution is 300; choose one of 128, 256, 384, 512"),
+        ("resolution", True, "resolution is True; choose one of 128, 256, 384, 512"),
+        ("resolution", "256", "resolution is '256'; choose one of 128, 256, 384, 512"),
         ("inversion", "magic", "inversion is 'magic'; choose one of null_text, direct, ddim"),
         ("preset", "<b>x</b>", "preset is '<b>x</b>'; choose one of color, texture, object"),
-        ("grow", 1.5, "grow (pixels) is 1.5; give a whole number from 0 to 50"),
-        ("grow", 51, "grow (pixels) is 51, out of range; give a whole number from 0 to 50"),
-        ("region2_weight", 0, "the second region's weight is 0, out of range"),
-        ("region2_weight", NAN, "the second region's weight is nan"),
+        ("grow", 1.5, "grow is 1.5; give a whole number from 0 to 50"),
+        ("grow", 51, "grow is 51, out of range; give a whole number from 0 to 50"),
+        ("region2_weight", 0, "region2_weight is 0, out of range"),
+        ("region2_weight", NAN, "region2_weight is nan"),
     ],
 )
 def test_every_number_and_choice_from_the_api_is_checked_before_any_work(
@@ -276,8 +326,7 @@ def test_the_second_regions_weight_is_checked_against_its_range(demo, tmp_path):
         assert refused == [
             (
                 "region2_weight",
-                f"the second region's weight is {weight:g}, out of range; give a number from "
-                "0.1 to 10",
+                f"region2_weight is {weight:g}, out of range; give a number from 0.1 to 10",
             )
         ]
 
@@ -334,7 +383,7 @@ def test_the_api_reads_the_region_from_a_mask_file_or_a_painting(tmp_path):
     assert api_request(named).regions[1][0] is None  # nothing painted: no second region
     with pytest.raises(events.ControlErrors) as refused:
         api_request({**named, "editor": painted()})
-    assert list(refused.value.errors) == ["mask"]
+    assert [e.field for e in refused.value.errors] == ["mask"]
 
 
 def test_a_good_api_request_passes_the_validator(demo, tmp_path, monkeypatch, tiny_pipe):
@@ -396,25 +445,23 @@ def test_the_job_streams_status_previews_attention_and_charts(finished):
     assert statuses[0].startswith("Inverting the photo (direct) 1/6")
     assert any(s.startswith("Inverted in ") and s.endswith("Editing…") for s in statuses)
     assert statuses[-1].startswith("Step 6/6 · loss ")
-    done = [
-        float(re.search(r'<progress value="([0-9.]+)"', u["status"]).group(1)) for u in streamed
-    ]
-    assert done == sorted(done) and done[0] < 0.3 and done[-1] == 1.0
+    done = [u["status"].done for u in streamed]
+    assert done == sorted(done) and done[0] < 0.3 and done[-1] == pytest.approx(1.0)
     previews = [u["preview"] for u in streamed if "preview" in u]
     heat = [u["attention"] for u in streamed if "attention" in u]
     assert len(previews) == len(heat) == 6  # one per denoising step
     for image in previews + heat:
         assert image.shape == (H, W, 3) and image.dtype == np.uint8  # at processing size
-    charted = [u["charts"] for u in streamed if "preview" in u]
+    charted = [charts.progress_charts(*u["charts"]) for u in streamed if "preview" in u]
     for step, svg in enumerate(charted, 1):
         assert svg.count("<circle") == 2 * step  # each chart: one dot per step so far
-    assert final["charts"].count("<circle") == 12
+    assert charts.progress_charts(*final["charts"]).count("<circle") == 12
     assert final["preview"].shape == (H, W, 3)
     before, after = final["result"]
     assert np.array_equal(before, photo(*BIG)) and after.shape == (*BIG, 3)
     outside = ~images.dilate(prepared.mask, 16)
     assert np.array_equal(after[outside], before[outside])  # only the region changes
-    assert text(final).startswith("Done in ") and "magedit-done" in final["status"]
+    assert text(final).startswith("Done in ") and final["status"].kind == "done"
     assert final["made"] == frozenset({tiny_pipe_key(finished)})
 
 
@@ -484,7 +531,7 @@ def test_reused_is_said_only_for_this_sessions_own_inversion(svc, path):
     other = run(svc, prepared)  # session B: the same photo, cached by A
     assert not any("Reused" in text(u) for u in other)
     assert other[-1]["settings"]["inversion"] == "direct"
-    assert "inversion" not in other[-1]["settings"]["timings (s)"]  # not made by this edit
+    assert other[-1]["settings"]["timings (s)"]["inversion"] == 0  # not made by this edit
     again = run(svc, prepared, first[-1]["made"])  # session A again
     assert any(text(u) == "Reused this session's inversion of the photo. Editing…" for u in again)
     assert "Reused this session's inversion." in text(again[-1])
@@ -495,10 +542,7 @@ def test_the_progress_bar_never_goes_back_when_the_inversion_is_cached(svc, path
     prepared = events.prepare(svc, edit_request(path, steps=8))
     for made in (frozenset(), run(svc, prepared)[-1]["made"]):  # cached: another's, then its own
         updates = run(svc, prepared, made)
-        done = [
-            float(re.search(r'<progress value="([0-9.]+)"', u["status"]).group(1))
-            for u in updates[:-1]
-        ]
+        done = [u["status"].done for u in updates[:-1]]
         assert done == sorted(done), done
 
 
@@ -520,7 +564,7 @@ def test_a_local_model_folder_stays_out_of_the_settings(svc, path, monkeypatch, 
     monkeypatch.setattr(tiny_pipe, "model_id", "/srv/secret/models/sd14")
     final = run(svc, events.prepare(svc, edit_request(path, steps=5)))[-1]
     assert final["settings"]["model"] == "local model 'sd14'"
-    assert "/srv/secret" not in json.dumps(final["settings"]) + final["status"]
+    assert "/srv/secret" not in json.dumps(final["settings"]) + final["status"].text
 
 
 # ------------------------------------------------------------------------------ failures
@@ -556,7 +600,7 @@ def test_nan_at_step_k_stops_the_job_in_words_and_the_next_job_runs(
     updates = list(edit.fn(*values, who))
     button = {c.elem_id: i for i, c in enumerate(edit.outputs)}
     starting = updates[0]
-    assert text({"status": starting[0]}) == "Starting…"
+    assert html_text(starting[0]) == "Starting…"
     assert starting[button["magedit-edit"]]["interactive"] is False  # no second press
     assert starting[button["magedit-cancel"]]["interactive"] is True
     last = updates[-1]
@@ -588,7 +632,7 @@ def test_cuda_out_of_memory_once_gives_a_hint_and_the_next_job_runs(
     svc.pipeline().cache.clear()
     with pytest.raises(torch.cuda.OutOfMemoryError) as error:
         run(svc, prepared)
-    message = events.failure_message(error.value)
+    message = job.failure_message(error.value)
     assert message == job.OUT_OF_MEMORY and "/srv/secret" not in message
     assert message.startswith("out of GPU memory; use fewer iterations or steps, a smaller")
     assert len(calls) == 1 and not svc.output_dir.exists()
@@ -597,12 +641,12 @@ def test_cuda_out_of_memory_once_gives_a_hint_and_the_next_job_runs(
 
 
 def test_failure_messages_are_words_and_bugs_stay_bugs():
-    assert events.failure_message(FloatingPointError("NaN at step 3")) == "NaN at step 3"
-    assert events.failure_message(ValueError("bad\n  input")) == "bad input"
-    assert events.failure_message(JobTimeout("too long")) == "too long"
-    assert events.failure_message(RuntimeError("CUDA error: out of memory")) == job.OUT_OF_MEMORY
-    assert events.failure_message(RuntimeError("some other failure")) is None
-    assert events.failure_message(KeyError("a bug")) is None
+    assert job.failure_message(FloatingPointError("NaN at step 3")) == "NaN at step 3"
+    assert job.failure_message(ValueError("bad\n  input")) == "bad input"
+    assert job.failure_message(JobTimeout("too long")) == "too long"
+    assert job.failure_message(RuntimeError("CUDA error: out of memory")) == job.OUT_OF_MEMORY
+    assert job.failure_message(RuntimeError("some other failure")) is None
+    assert job.failure_message(KeyError("a bug")) is None
 
 
 @pytest.fixture
@@ -631,7 +675,7 @@ def test_the_time_limit_trips_while_a_step_hangs_and_the_next_job_runs(
     calls = unet_double(tiny_pipe, monkeypatch, hang_at_third_call)
     prepared = events.prepare(svc, edit_request(path, inversion="ddim", steps=9))
     svc.pipeline().cache.clear()
-    updates = events.run(svc, prepared, frozenset(), [])
+    updates = job.run(svc, prepared, frozenset(), [])
     assert text(next(updates)).startswith("Inverting the photo (ddim) 1/9")
     assert hanging.wait(timeout=120)
     with pytest.raises(JobTimeout) as error:
@@ -712,7 +756,7 @@ def test_closing_the_stream_cancels_its_worker(svc, path, paused):
     reached, go, calls, workers = paused
     prepared = events.prepare(svc, edit_request(path, inversion="ddim", steps=13))
     svc.pipeline().cache.clear()
-    updates = events.run(svc, prepared, frozenset(), [])
+    updates = job.run(svc, prepared, frozenset(), [])
     next(updates)
     assert reached.wait(timeout=120)
     updates.close()
@@ -729,16 +773,19 @@ def test_a_model_that_cannot_load_is_reported_without_server_paths(path, tmp_pat
         raise OSError(f"no file named config.json in {tmp_path}/models/sd14")
 
     svc = services(output_dir=tmp_path / "out")
-    svc.pipeline = events.Lazy(fail)
-    with pytest.raises(events.ModelUnavailable) as error:
+    svc.pipeline = Lazy(fail)
+    with pytest.raises(ModelUnavailable) as error:
         events.prepare(svc, edit_request(path))
     assert str(error.value) == "the model could not be loaded; see the server's log"
-    assert events.failure_message(error.value) == str(error.value)
+    assert job.failure_message(error.value) == str(error.value)
     status = events.check_text(svc, SOURCE, TARGET, "", "", 1, "")["status"]
-    assert "the model could not be loaded" in status and "magedit-error" in status
-    assert events.suggest_words(svc, SOURCE, TARGET, "") == {}
+    assert "the model could not be loaded" in status.text and status.kind == "error"
+    assert events.suggest_words(svc, SOURCE, TARGET, "", "", {}) == {}
+    status = status.text
     problems = events.admit_and_prepare(svc, request(), lambda: edit_request(path))
-    assert problems == {"photo": "the model could not be loaded; see the server's log"}
+    assert [(e.field, str(e)) for e in problems] == [
+        ("image", "the model could not be loaded; see the server's log")
+    ]
     assert str(tmp_path) not in status + str(problems)
     assert f"{tmp_path}/models/sd14" in capsys.readouterr().err  # in the server's log
 
@@ -806,7 +853,7 @@ def test_two_pipelines_run_two_edits_at_once_and_a_cancel_stops_only_its_own(
 
         unet_double(pipe, monkeypatch, fault)
     prepared = events.prepare(svc, edit_request(path, inversion="ddim", steps=6))
-    jobs = [events.edit_job(svc, prepared, request(f"s{n}")) for n in range(2)]
+    jobs = [job.edit_job(svc, prepared, request(f"s{n}")) for n in range(2)]
     first_update, second = [], {}
     starts = threading.Thread(target=lambda: first_update.append(next(jobs[0])))
     finishes = threading.Thread(target=lambda: second.update(updates=list(jobs[1])))
@@ -819,7 +866,7 @@ def test_two_pipelines_run_two_edits_at_once_and_a_cancel_stops_only_its_own(
     finishes.join(timeout=300)
     assert not finishes.is_alive()
     final = second["updates"][-1]
-    assert "Done in" in final["status"] and Path(final["download"]).is_file()
+    assert "Done in" in final["status"].text and Path(final["download"]).is_file()
     written = list((tmp_path / "out").rglob("*.png"))
     assert len(written) == 1  # the cancelled edit wrote nothing
     for pipe in pipes:  # both pipelines are free again
@@ -838,8 +885,9 @@ def test_with_two_gpus_a_third_edit_waits_and_is_told_so(tmp_path):
         assert line.take(first, 0) and line.take(second, 0)
         assert (line.slot(first), line.slot(second), line.slot(third)) == (0, 1, None)
         assert not line.take(third, 0) and line.ahead(third) == 2
-        waiting = events.wait_turn(svc, third, request("c"), seconds=0)
-        assert "Waiting for one of the 2 GPUs: 2 edits ahead of yours" in next(waiting)["status"]
+        waiting = job.wait_turn(svc, third, request("c"), seconds=0)
+        said = next(waiting)["status"].text
+        assert "Waiting for one of the 2 GPUs: 2 edits ahead of yours" in said
         waiting.close()
     with line.ticket() as a, line.ticket() as b:
         assert line.take(a, 0) and line.take(b, 0) and {line.slot(a), line.slot(b)} == {0, 1}
@@ -873,11 +921,11 @@ def test_a_re_edit_goes_to_the_gpu_that_holds_its_inversion(tmp_path, path):
     pipes = [MagEditPipeline.tiny(seed=0), MagEditPipeline.tiny(seed=0)]
     svc = services(pipe=pipes[0], output_dir=tmp_path / "out", more_pipelines=[lambda: pipes[1]])
     prepared = events.prepare(svc, edit_request(path, inversion="ddim", steps=5))
-    assert events.holding(svc, prepared) == []
-    list(events.run(svc, prepared, frozenset(), [], slot=1))  # inverted on the second GPU
-    assert events.holding(svc, prepared) == [1]
-    updates = list(events.edit_job(svc, prepared, request("again")))
-    assert "Reused" in updates[-1]["status"] or updates[-1]["made"]
+    assert job.holding(svc, prepared) == []
+    list(job.run(svc, prepared, frozenset(), [], slot=1))  # inverted on the second GPU
+    assert job.holding(svc, prepared) == [1]
+    updates = list(job.edit_job(svc, prepared, request("again")))
+    assert "Reused" in updates[-1]["status"].text or updates[-1]["made"]
     assert (
         len(pipes[0].cache) == 0
     )  # the re-edit ran on the second GPU: nothing inverted on the first
@@ -902,3 +950,32 @@ def test_an_api_edit_that_fails_midway_says_why_in_words(demo, tiny_pipe, tmp_pa
     assert updates  # the inversion's and the first steps' progress came first
     assert error.value.title == "Cannot edit"
     assert error.value.message.startswith("the edited latents became NaN or infinite at step 3")
+
+
+def test_the_time_left_comes_from_the_measured_steps_and_the_plan(svc, path):
+    """Newcomer item 6: "about 12 s left" at step 1 when 7 s remained: the guided first steps
+    cost many times the last ones, so the time spent per step so far overstated the rest. The
+    estimate weighs each step by the pipeline's plan of its UNet calls at the pace measured."""
+    from magedit.pipeline import EditEvent
+
+    prepared = events.prepare(svc, edit_request(path, steps=20, iterations=15, inversion="direct"))
+    inversion = svc.pipeline().invert(prepared)
+    stream = job.Stream(prepared)
+    stream.add(inversion)
+    plan = stream.plan
+    guided = [i for i in range(20) if prepared.config.guide_at(i)]
+    assert guided == list(range(10)) and plan.editing[0] > 5 * plan.editing[-1]
+    # A run whose steps take the plan's shares of 1 s per guided step: the truth after step 1.
+    pace = 1.0 / plan.editing[0]
+    truth = pace * sum(plan.editing[1:])
+    shape = inversion.image.shape[:2]
+    event = EditEvent(
+        phase="denoise", step=1, total=20, loss=1.0, in_mask_ratio=0.1,
+        preview=np.zeros((*shape, 3), np.uint8), attention=np.zeros((6, 8), np.float32),
+        elapsed=1.0,
+    )  # fmt: skip
+    said = stream.add(event)["status"].note
+    seconds = float(re.fullmatch(r"about (\d+) s left", said).group(1))
+    assert seconds == pytest.approx(truth, abs=1)
+    naive = 1.0 * (20 - 1)  # elapsed * steps left / steps done: what the page said before
+    assert abs(naive - truth) > 5

@@ -18,9 +18,10 @@ from starlette.testclient import TestClient
 from web_support import OBJECT, png_header, request, write_photo
 
 import app
+from magedit import controls
 from magedit.config import EditConfig, config_from
 from magedit.segment import Segmenter
-from magedit.web import build_demo, events, limits, masks, middleware
+from magedit.web import build_demo, events, job, limits, masks, middleware
 from magedit.web.admission import Admission
 from magedit.web.api import API_PARAMETERS
 from magedit.web.components import BrushEditor, PhotoInput
@@ -443,11 +444,14 @@ def test_the_controls_the_browser_tests_find_are_there(page):
 
 def test_the_sliders_have_the_ranges_that_are_checked(page):
     sliders = {b.elem_id: b for b in page.blocks.values() if isinstance(b, gr.Slider)}
-    for name, limit in limits.RANGES.items():
-        slider = sliders[f"magedit-{name.replace('_', '-')}"]
-        assert (slider.minimum, slider.maximum) == (limit.low, limit.high)
-        assert limit.check(limit.low) == limit.low and limit.check(limit.high) == limit.high
-    assert isinstance(limits.RANGES["steps"].check(np.float32(20.0)), int)
+    shown = [c for c in controls.CONTROLS if c.label and c.kind in ("int", "float")]
+    assert {f"magedit-{c.name.replace('_', '-')}" for c in shown} == set(sliders)
+    for control in shown:
+        slider = sliders[f"magedit-{control.name.replace('_', '-')}"]
+        assert (slider.minimum, slider.maximum) == (control.low, control.high)
+        assert control.check(control.low) == control.low
+        assert control.check(control.high) == control.high
+    assert isinstance(controls.BY_NAME["steps"].check(np.float32(20.0)), int)
 
 
 def test_the_admission_reads_the_pinned_gradios_queue(page):
@@ -503,13 +507,13 @@ def test_the_zero_gpu_decorator_is_a_no_op_off_zero_gpu(monkeypatch):
     import spaces
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert events._gpu is spaces.GPU
+    assert job._gpu is spaces.GPU
 
-    def job(x):
+    def work(x):
         return x
 
-    assert spaces.GPU(duration=events.gpu_duration)(job) is job
-    assert inspect.isgeneratorfunction(events.run_on_gpu)
+    assert spaces.GPU(duration=job.gpu_duration)(work) is work
+    assert inspect.isgeneratorfunction(job.run_on_gpu)
 
 
 def test_the_gpu_reservation_grows_with_the_work_and_is_capped():
@@ -525,16 +529,23 @@ def test_the_gpu_reservation_grows_with_the_work_and_is_capped():
         )
         svc = types.SimpleNamespace(time_limit=time_limit)
         prepared = types.SimpleNamespace(config=config, negative_word=negative)
-        return events.gpu_duration(svc, prepared)
+        return job.gpu_duration(svc, prepared)
 
-    # Paper defaults, from the measured per-call seconds (H100, benchmarks/README.md): 50
-    # batched steps, 25 guided steps of one recording forward and 15 MAG iterations, 50
-    # inversion forwards; twice that plus 10 s.
-    calls = events.CALL_SECONDS
-    direct = 50 * calls["fwd4"] + 25 * (calls["fwd1"] + 15 * calls["mag"]) + 50 * calls["fwd1"]
+    # Paper defaults, from the pipeline's plan of UNet calls (pipeline.step_calls) and the
+    # measured per-call seconds (H100, benchmarks/README.md). Direct inversion: 50 inversion
+    # forwards; 25 guided steps of a recording forward, 15 MAG iterations and the edit's pair;
+    # 15 batched steps of 3 rows while injecting, 10 of 2. Twice that plus 10 s.
+    calls = job.CALL_SECONDS
+
+    def forward(rows):
+        return calls["fwd1"] + (rows - 1) / 3 * (calls["fwd4"] - calls["fwd1"])
+
+    guided = forward(1) + 15 * calls["mag"] + forward(2)
+    direct = 50 * calls["fwd1"] + 25 * guided + 15 * forward(3) + 10 * forward(2)
     assert duration() == math.ceil(10 + 2 * direct) == 20
-    null_text = direct - 50 * calls["fwd1"] + 50 * (10 * calls["null_text"] + 2 * calls["fwd1"])
-    assert duration(inversion="null_text") == math.ceil(10 + 2 * null_text) == 37
+    inversion = 50 * calls["fwd1"] + 50 * (10 * calls["null_text"] + 2 * calls["fwd1"])
+    pairs = 25 * (2 * forward(2) + 15 * calls["mag"]) + 25 * calls["fwd4"]
+    assert duration(inversion="null_text") == math.ceil(10 + 2 * (inversion + pairs)) == 38
     # Above what whole edits took warm on the H100 plus a fresh worker's +3 s (6.2 and 26.2 s).
     assert duration() > 6.2 + 3 and duration(inversion="null_text") > 26.2 + 3
     base = duration()
@@ -671,3 +682,31 @@ def test_devices_are_named_once(argv, said, capsys):
         app.main(["--tiny", *argv, "--port", "0"])
     assert done.value.code == 2
     assert said in capsys.readouterr().err
+
+
+def test_refused_uploads_leave_a_line_in_the_log(capsys):
+    """Newcomer item 9: uploads refused by the guard (over the budget, no length) were not in
+    the server's log though every other refusal was."""
+
+    async def call(headers: list[tuple[bytes, bytes]]) -> int:
+        statuses = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload",
+                 "headers": headers, "client": ("7.7.7.7", 1)}  # fmt: skip
+        await Guard(hello, budget=UploadBudget(limit=1000, window=60, clock=lambda: 0.0))(
+            scope, receive, send
+        )
+        return statuses[0]
+
+    assert asyncio.run(call([])) == 411
+    assert asyncio.run(call([(b"content-length", b"5000")])) == 429
+    log = capsys.readouterr().err.splitlines()
+    assert log[0] == "magedit: refused: HTTP 411: send the upload with a Content-Length"
+    assert log[1].startswith("magedit: refused: HTTP 429: too many uploads from your network")

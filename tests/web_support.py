@@ -15,6 +15,7 @@ from PIL import Image
 from magedit.web import events
 from magedit.web.admission import Admission
 from magedit.web.limits import TIME_LIMIT
+from magedit.web.services import Services
 
 SOURCE = "a photo of a red sofa in a living room"
 TARGET = "a photo of a green sofa in a living room"
@@ -99,7 +100,7 @@ def services(pipe=None, segmenter=None, output_dir: Path | None = None, **change
 
         return load
 
-    return events.Services(
+    return Services(
         pipeline=(lambda: pipe) if pipe is not None else missing("the pipeline"),
         segmenter=(lambda: segmenter) if segmenter is not None else missing("Segment Anything"),
         output_dir=Path(output_dir) if output_dir is not None else Path("/nonexistent"),
@@ -112,14 +113,9 @@ def services(pipe=None, segmenter=None, output_dir: Path | None = None, **change
 def edit_request(path: str | None, mask: np.ndarray | None = None, **changes) -> events.Request:
     """A page request for the sofa edit: quick settings, the sofa as the region."""
     region2 = changes.pop("region2", None)
-    region2_words = changes.get("region2_words", "")
+    region2_words = changes.pop("region2_words", "")
     region2_weight = changes.pop("region2_weight", 1.0)
-    values = {
-        "photo": path,
-        "source": SOURCE,
-        "target": TARGET,
-        "words": "",
-        "negative_word": "",
+    settings = {
         "preset": "color",
         "iterations": 1,
         "granularity": 2.5,
@@ -127,14 +123,19 @@ def edit_request(path: str | None, mask: np.ndarray | None = None, **changes) ->
         "guidance": 7.5,
         "inversion": "direct",
         "resolution": 256,
-        **changes,
     }
+    for name in list(changes):
+        if name in settings:
+            settings[name] = changes.pop(name)
+    text = {"source": SOURCE, "target": TARGET, "words": "", "negative_word": "", **changes}
     first = box(BOX) if mask is None else mask
-    values["regions"] = [
-        (first, values["words"], 1.0),
-        (region2, region2_words, region2_weight),
-    ]
-    return events.Request(**values)
+    return events.Request(
+        photo=path,
+        settings=settings,
+        regions=[(first, text["words"], 1.0), (region2, region2_words, region2_weight)],
+        region2_words=region2_words,
+        **text,
+    )
 
 
 def unet_double(pipe, monkeypatch, fault) -> list[int]:

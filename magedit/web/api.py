@@ -9,55 +9,72 @@ the checks and is answered in words (a slider or radio would refuse it first wit
 
 from __future__ import annotations
 
-import html
 import json
-import re
-from collections.abc import Sequence
 from typing import Any
 
 import gradio as gr
 
-from magedit.errors import one_line
+from magedit import controls
+from magedit.errors import InputError, one_line
 from magedit.web import events, masks
 from magedit.web.admission import GPU, SEGMENT
-from magedit.web.components import BrushEditor, PhotoInput, converter, log
-from magedit.web.events import Defaults, Services
-from magedit.web.limits import RANGES, SEGMENT_CONCURRENCY
+from magedit.web.components import BrushEditor, PhotoInput, converter, named_handler
+from magedit.web.job import job_updates
+from magedit.web.limits import SEGMENT_CONCURRENCY
+from magedit.web.services import ModelUnavailable, Services, log
+
+# The /edit API's parameters, in their order (clients may pass them by position): the text, the
+# settings of the table (magedit.controls), then the region.
+REGION_PARAMETERS = [
+    "grow", "mask_file", "editor", "region2_mask_file", "region2_editor", "region2_words",
+    "region2_weight",
+]  # fmt: skip
+API_PARAMETERS = [
+    *events.TEXT_INPUTS,
+    *(c.name for c in controls.API_SETTINGS),
+    *REGION_PARAMETERS,
+]
+SEGMENT_PARAMETERS = ["image", "points", "labels"]
 
 
-def add_api(
-    services: Services, defaults: Defaults, text: dict[str, Any], outputs: dict[str, Any]
-) -> None:
+def api_defaults(tiny: bool) -> dict[str, Any]:
+    """What an /edit call leaves out: no words (picked from the prompts), the settings'
+    defaults (--tiny's quick ones with ``tiny``), the mask file or brush given."""
+    return {
+        "words": "",
+        "negative_word": "",
+        **controls.defaults(controls.API_SETTINGS, tiny),
+        "grow": controls.BY_NAME["grow"].default(),
+        "mask_file": None,
+        "editor": None,
+        "region2_mask_file": None,
+        "region2_editor": None,
+        "region2_words": "",
+        "region2_weight": controls.BY_NAME["region2_weight"].default(),
+    }
+
+
+def add_api(services: Services, tiny: bool, text: dict[str, Any], outputs: dict[str, Any]) -> None:
     """Add the API's hidden inputs and its two endpoints to the page being built. ``text``: the
     page's text boxes the API shares (source, target, words, negative_word, region2_words);
     ``outputs``: the page's result components it answers through (preview, attention, result,
     download, settings)."""
+    defaults = api_defaults(tiny)
     # The API's own inputs (gradio_client): the photo, mask files and brush values as files;
     # the numbers and choices as JSON, so that any value a client sends ("10", [10], NaN)
     # reaches our checks and is answered in words (a slider or radio would refuse it first
     # with a bare HTTP 400); the text fields shared with the page's controls.
     with gr.Group(visible=False):
-        api_settings = {  # a str value is read as JSON text: strings are given quoted
-            name: gr.JSON(value=json.dumps(value), label=name)
-            for name, value in (
-                ("preset", "color"),
-                ("iterations", defaults.iterations),
-                ("granularity", 2.5),
-                ("steps", defaults.steps),
-                ("guidance", 7.5),
-                ("inversion", defaults.inversion),
-                ("resolution", defaults.resolution),
-                ("grow", 0),
-                ("region2_weight", 1.0),
-            )
+        numbers = [c.name for c in controls.API_SETTINGS] + ["grow", "region2_weight"]
+        inputs = {  # a str value is read as JSON text: strings are given quoted
+            name: gr.JSON(value=json.dumps(defaults[name]), label=name) for name in numbers
         }
-        api_image = PhotoInput(type="filepath", image_mode=None, label="image")
-        api_mask_file = PhotoInput(type="filepath", image_mode=None, label="mask_file")
-        api_editor = BrushEditor(type="numpy", image_mode="RGBA", label="editor")
-        api_region2_mask_file = PhotoInput(
-            type="filepath", image_mode=None, label="region2_mask_file"
-        )
-        api_region2_editor = BrushEditor(type="numpy", image_mode="RGBA", label="region2_editor")
+        inputs["image"] = PhotoInput(type="filepath", image_mode=None, label="image")
+        for name in ("mask_file", "region2_mask_file"):
+            inputs[name] = PhotoInput(type="filepath", image_mode=None, label=name)
+        for name in ("editor", "region2_editor"):
+            inputs[name] = BrushEditor(type="numpy", image_mode="RGBA", label=name)
+        inputs.update(text)
         api_points = gr.JSON(label="points [[x, y], ...] in pixels")
         api_labels = gr.JSON(label="labels [1 or 0, ...]")
         api_mask = gr.File(label="mask PNG")
@@ -77,94 +94,35 @@ def add_api(
         outputs["download"],
         outputs["settings"],
     ]
+    convert = converter(api_names)
 
-    def edit_api_request(values: Sequence[Any]) -> events.Request:
-        named = dict(zip(API_PARAMETERS, values, strict=True))
-        return api_request(named)
-
-    def validate_api(
-        image, source, target, words, negative_word, preset, iterations, granularity,
-        steps, guidance, inversion, resolution, grow, mask_file, editor,
-        region2_mask_file, region2_editor, region2_words, region2_weight,
-        request: gr.Request,
-    ):  # fmt: skip
-        values = [
-            image, source, target, words, negative_word, preset, iterations, granularity,
-            steps, guidance, inversion, resolution, grow, mask_file, editor,
-            region2_mask_file, region2_editor, region2_words, region2_weight,
-        ]  # fmt: skip
-        problems = events.admit_and_prepare(services, request, lambda: edit_api_request(values))
-        where = {"photo": "image", "mask": "mask_file", "region2": "region2_mask_file"}
-        messages = {where.get(k, k): v for k, v in problems.items()}
+    def validate_api(values: dict[str, Any], request: gr.Request):
+        problems = events.admit_and_prepare(services, request, lambda: api_request(values))
+        messages = events.ControlErrors(problems).where("api")
         return [gr.validate(n not in messages, messages.get(n, "")) for n in API_PARAMETERS]
 
-    def edit(
-        image,
-        source,
-        target,
-        words="",
-        negative_word="",
-        preset="color",
-        iterations=defaults.iterations,
-        granularity=2.5,
-        steps=defaults.steps,
-        guidance=7.5,
-        inversion=defaults.inversion,
-        resolution=defaults.resolution,
-        grow=0,
-        mask_file=None,
-        editor=None,
-        region2_mask_file=None,
-        region2_editor=None,
-        region2_words="",
-        region2_weight=1.0,
-        request: gr.Request = None,
-    ):
-        values = [
-            image, source, target, words, negative_word, preset, iterations, granularity,
-            steps, guidance, inversion, resolution, grow, mask_file, editor,
-            region2_mask_file, region2_editor, region2_words, region2_weight,
-        ]  # fmt: skip
-        prepared = events.take_prepared(services, request, lambda: edit_api_request(values))
+    def edit(values: dict[str, Any], request: gr.Request):
+        """Edit the photo's region: the text, the settings and the region as the page takes
+        them; streams the status, the preview, the attention, the curve, then the result."""
+        prepared = events.take_prepared(services, request, lambda: api_request(values), "api")
         if isinstance(prepared, str):
             raise gr.Error(prepared, title="Cannot edit", print_exception=False)
         if prepared is None:
             return
-        convert = converter(api_names)
-        for update in events.job_updates(services, prepared, request):
+        for update in job_updates(services, prepared, request):
             if "failure" in update:
                 raise gr.Error(update["failure"], title="Cannot edit", print_exception=False)
-            if "status" in update:
-                update = {**update, "status": _plain(update)}
-            yield convert(update)
+            yield convert(
+                {**update, "status": update["status"].text} if "status" in update else update
+            )
 
     api_edit_button.click(
-        edit,
-        [
-            api_image,
-            text["source"],
-            text["target"],
-            text["words"],
-            text["negative_word"],
-            api_settings["preset"],
-            api_settings["iterations"],
-            api_settings["granularity"],
-            api_settings["steps"],
-            api_settings["guidance"],
-            api_settings["inversion"],
-            api_settings["resolution"],
-            api_settings["grow"],
-            api_mask_file,
-            api_editor,
-            api_region2_mask_file,
-            api_region2_editor,
-            text["region2_words"],
-            api_settings["region2_weight"],
-        ],  # fmt: skip
+        named_handler(edit, API_PARAMETERS, defaults),
+        [inputs[name] for name in API_PARAMETERS],
         api_components,
-        validator=validate_api,
+        validator=named_handler(validate_api, API_PARAMETERS, defaults),
         api_name="edit",
-        concurrency_limit=None,  # edits wait in the page's own line (events.edit_job)
+        concurrency_limit=None,  # edits wait in the page's own line (job.edit_job)
         concurrency_id=GPU,
     )
 
@@ -174,7 +132,7 @@ def add_api(
         its score)."""
         try:
             path, score = events.segment_api(services, image, points, labels)
-        except (ValueError, events.ModelUnavailable) as error:
+        except (ValueError, ModelUnavailable) as error:
             log(str(error))
             raise gr.Error(one_line(error), title="Cannot segment", print_exception=False) from None
         finally:
@@ -212,7 +170,7 @@ def add_api(
 
     api_segment_button.click(
         segment,
-        [api_image, api_points, api_labels],
+        [inputs["image"], api_points, api_labels],
         [api_mask, api_score],
         validator=validate_segment,
         api_name="segment",
@@ -221,67 +179,54 @@ def add_api(
     )
 
 
-SEGMENT_PARAMETERS = ["image", "points", "labels"]
-API_PARAMETERS = [
-    "image", "source", "target", "words", "negative_word", "preset", "iterations",
-    "granularity", "steps", "guidance", "inversion", "resolution", "grow", "mask_file",
-    "editor", "region2_mask_file", "region2_editor", "region2_words", "region2_weight",
-]  # fmt: skip
-
-
 def api_request(named: dict[str, Any]) -> events.Request:
     """The /edit API's parameters as a request: the region is the mask file, else the brush's
     painting; the second region likewise. ControlErrors names the parameter a file or number
     came from. The photo is decoded once, here."""
     from magedit import images
 
-    def read(field: str, load: Any) -> Any:
+    def read(field: str, load: Any, region: int | None = None) -> Any:
         try:
             return load()
+        except InputError as error:
+            raise events.ControlErrors([error]) from None
         except ValueError as error:
-            raise events.ControlErrors({field: one_line(error)}) from None
+            raise events.ControlErrors([InputError(field, one_line(error), region)]) from None
 
     photo = named["image"]
     size = None
     if photo is not None:
-        photo = read("photo", lambda: images.load_image(named["image"]))
+        photo = read("image", lambda: images.load_image(named["image"]))
         size = photo.shape[:2]
-    grow = read("grow", lambda: RANGES["grow"].check(named["grow"]))
+    grow = read("grow", lambda: controls.BY_NAME["grow"].check(named["grow"]))
     regions = []
-    for field, mask_file, editor, words, weight in (
-        ("mask", named["mask_file"], named["editor"], named["words"], 1.0),
-        ("region2", named["region2_mask_file"], named["region2_editor"],
+    for number, mask_file, editor, words, weight in (
+        (1, named["mask_file"], named["editor"], named["words"], 1.0),
+        (2, named["region2_mask_file"], named["region2_editor"],
          named["region2_words"], named["region2_weight"]),
     ):  # fmt: skip
         mask = None
         if size is not None:
             if mask_file is not None:
-                mask = read(field, lambda f=mask_file: images.load_mask(f, size=size))
+                load = lambda f=mask_file: images.load_mask(f, size=size)  # noqa: E731
             else:
-                mask = read(field, lambda e=editor: masks.painted_mask(e, size))
+                load = lambda e=editor: masks.painted_mask(e, size)  # noqa: E731
+            mask = read("mask", load, number if number == 2 else None)
         regions.append((mask, words, weight))
     if size is not None and regions[0][0] is None:
         raise events.ControlErrors(
-            {"mask": "no region to edit; pass mask_file (a mask image: non-black pixels are "
-             "inside) or editor (a brush painting)"}
+            [InputError("mask", "no region to edit; pass mask_file (a mask image: non-black "
+             "pixels are inside) or editor (a brush painting)")]
         )  # fmt: skip
     if grow and regions[0][0] is not None:
         regions[0] = (images.dilate(regions[0][0], grow), *regions[0][1:])
     return events.Request(
         photo=photo,
+        source=named["source"],
+        target=named["target"],
+        words=named["words"],
+        negative_word=named["negative_word"],
+        settings={c.name: named[c.name] for c in controls.API_SETTINGS},
         regions=regions,
-        **{
-            k: named[k]
-            for k in (
-                "source", "target", "words", "negative_word", "preset", "iterations",
-                "granularity", "steps", "guidance", "inversion", "resolution", "region2_words",
-            )
-        },
-    )  # fmt: skip
-
-
-def _plain(update: dict[str, Any]) -> str:
-    """The status line for API clients as Markdown text ("**Done** in 3.1 s." at the end)."""
-    if "download" in update:
-        return f"**Done** in {update['settings']['timings (s)']['total']:.1f} s."
-    return html.unescape(re.sub(r"<[^>]+>", " ", update["status"])).strip()
+        region2_words=named["region2_words"],
+    )

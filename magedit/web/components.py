@@ -6,8 +6,8 @@ tuples (``converter``), and one log line per refused input (``log``).
 
 from __future__ import annotations
 
+import inspect
 import io
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +16,6 @@ import gradio as gr
 from PIL import Image
 
 from magedit import images
-from magedit.errors import one_line
 from magedit.web.limits import (
     MAX_BLOB_BYTES,
     MAX_BLOB_STORE,
@@ -24,20 +23,62 @@ from magedit.web.limits import (
     MAX_LAYER_PIXELS,
     MAX_LAYERS,
 )
+from magedit.web.services import log
 
 
-def converter(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple]:
-    """An update dict -> the tuple of values for outputs ``names`` (gr.skip() for the rest)."""
+def named_handler(
+    fn: Callable[[dict[str, Any], Any], Any],
+    names: Sequence[str],
+    defaults: dict[str, Any] | None = None,
+) -> Callable[..., Any]:
+    """``fn(values, request)`` as a Gradio handler of the inputs ``names``, in that order, and
+    the visitor's gr.Request: ``values`` maps each name to its input's value. Gradio reads the
+    handler's parameters (the API's parameter names and ``defaults``) from its signature, and
+    passes the gr.Request only to a parameter annotated with it, so the signature is written
+    here from the list, once, instead of spelled out per handler. A generator ``fn`` gives a
+    generator handler (Gradio streams its updates)."""
+    defaults = defaults or {}
+    empty = inspect.Parameter.empty
+    plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter(n, plain, default=defaults.get(n, empty)) for n in names]
+    request = inspect.Parameter("request", plain, default=None, annotation=gr.Request)
+    signature = inspect.Signature([*parameters, request])
+
+    def split(args: tuple, kwargs: dict) -> tuple[dict[str, Any], Any]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        return values, values.pop("request")
+
+    if inspect.isgeneratorfunction(fn):
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            yield from fn(*split(args, kwargs))
+
+    else:
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            return fn(*split(args, kwargs))
+
+    handler.__signature__ = signature  # type: ignore[attr-defined]
+    handler.__annotations__ = {"request": gr.Request}
+    handler.__name__ = handler.__qualname__ = fn.__name__
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+def converter(names: Sequence[str]) -> Callable[[dict[str, Any]], Any]:
+    """An update dict -> the values for outputs ``names`` (gr.skip() for the rest): a tuple, or
+    the value itself for one output (Gradio would hand a 1-tuple to that one component whole:
+    a skip inside it reached the page as "[object Object]")."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda update: update.get(name, gr.skip())
 
     def convert(update: dict[str, Any]) -> tuple:
         return tuple(update.get(name, gr.skip()) for name in names)
 
     return convert
-
-
-def log(message: str) -> None:
-    """One line in the server's log for a refused input (no traceback: it is not a bug)."""
-    print(f"magedit: refused: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 class PhotoInput(gr.Image):

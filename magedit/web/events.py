@@ -14,129 +14,31 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import html
 import json
-import math
-import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from magedit import images, prompts
-from magedit.config import PRESETS, TINY_QUICK, config_from
-from magedit.errors import InputError, is_out_of_memory, one_line
+from magedit import controls, images, prompts
+from magedit.errors import InputError, InputErrors, one_line
 from magedit.web import masks
-from magedit.web.admission import Admission
-from magedit.web.components import log
-from magedit.web.job import OUT_OF_MEMORY, JobTimeout, Line, Stream, Worker, status_html
-from magedit.web.limits import RANGES, RESOLUTIONS, SEGMENT_CONCURRENCY
-from magedit.web.numbers import short
+from magedit.web.job import Status
+from magedit.web.limits import SEGMENT_CONCURRENCY
+from magedit.web.services import ModelUnavailable, Services, log, model
 
 if TYPE_CHECKING:
-    from magedit.pipeline import MagEditPipeline, PreparedEdit, Region
-    from magedit.segment import Segmenter
-
-T = TypeVar("T")
-
-INVERSION_CHOICES = [
-    ("null-text (the paper's; slower)", "null_text"),
-    ("direct (fast, exact reconstruction)", "direct"),
-    ("DDIM (fastest; the background may drift)", "ddim"),
-]
-try:  # Hugging Face's ZeroGPU decorator; outside a ZeroGPU Space it returns the function as is
-    import spaces
-
-    _gpu = spaces.GPU
-except ImportError:  # spaces is optional off Hugging Face: the same no-op
-
-    def _gpu(task=None, **_: Any):
-        return task if callable(task) else (lambda fn: fn)
-
+    from magedit.pipeline import PreparedEdit, Region
 
 # All Segment Anything work of the page (clicks, the /segment API) passes through here.
 SEGMENTING = threading.BoundedSemaphore(SEGMENT_CONCURRENCY)
 
 
-@dataclasses.dataclass(frozen=True)
-class Defaults:
-    """Initial values of the controls (paper defaults for real weights; quick ones for --tiny)."""
-
-    steps: int = 50
-    iterations: int = 15
-    inversion: str = "null_text"
-    resolution: int = 512
-
-    @classmethod
-    def for_model(cls, tiny: bool) -> Defaults:
-        if not tiny:
-            return cls()
-        quick = TINY_QUICK
-        return cls(quick["steps"], quick["max_iter"], quick["inversion"], quick["resolution"])
-
-
-class Lazy(Generic[T]):
-    """Calls ``load`` on first use, once, even when two events ask at the same time."""
-
-    def __init__(self, load: Callable[[], T]):
-        self._load = load
-        self._value: T | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> T:
-        with self._lock:
-            if self._value is None:
-                self._value = self._load()
-            return self._value
-
-
-@dataclasses.dataclass
-class Services:
-    """What the handlers share: the models (loaded on first use), where results go, each edit's
-    time limit, the edit queue's admission, and the examples. ``pipeline`` checks and prepares
-    every edit and runs those on slot 0 of the line; ``more_pipelines`` (one per further GPU, the
-    same model) run those on slots 1, 2, ..."""
-
-    pipeline: Callable[[], MagEditPipeline]
-    segmenter: Callable[[], Segmenter]
-    output_dir: Path
-    time_limit: float
-    admission: Admission
-    examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    more_pipelines: Sequence[Callable[[], MagEditPipeline]] = ()
-    line: Line | None = None
-
-    def __post_init__(self):
-        if self.line is None:
-            self.line = Line(slots=1 + len(self.more_pipelines))
-
-    def pipeline_of(self, slot: int) -> Callable[[], MagEditPipeline]:
-        """The pipeline that runs the edits of the line's ``slot``."""
-        return (self.pipeline, *self.more_pipelines)[slot]
-
-
-class ModelUnavailable(Exception):
-    """A model could not be loaded; the reason went to the server's log."""
-
-
-def _model(get: Callable[[], T], what: str) -> T:
-    try:
-        return get()
-    except (ValueError, OSError) as error:
-        # The reason names the server's folders: it goes to the server's log, not to the page.
-        print(f"magedit: error: {what}: {one_line(error)}", file=sys.stderr)
-        raise ModelUnavailable(f"{what} could not be loaded; see the server's log") from None
-
-
-def escape(text: object) -> str:
-    return html.escape(one_line(text), quote=False)
-
-
-def mask_line(state: masks.MaskState, problem: str = "") -> str:
-    """The line under the photo: the mask in use, or what went wrong (escaped here)."""
+def mask_line(state: masks.MaskState, problem: str = "") -> Status:
+    """The line under the photo: the mask in use, or what went wrong."""
     if problem:
-        return f'<div class="magedit-mask-line magedit-error">⚠ {escape(problem)}</div>'
-    return f'<div class="magedit-mask-line">{escape(state.label())}</div>'
+        return Status(one_line(problem), kind="error")
+    return Status(state.label())
 
 
 # ------------------------------------------------------------------------------ the photo
@@ -188,6 +90,7 @@ def upload(path: str | None, example: str | None = None) -> dict[str, Any]:
     try:
         state, shown = masks.new_photo(path, example)
     except ValueError as error:
+        log(f"a photo upload: {error}")
         state = masks.MaskState()
         return {
             "canvas": None,
@@ -195,7 +98,7 @@ def upload(path: str | None, example: str | None = None) -> dict[str, Any]:
             "mask_line": mask_line(state, f"Cannot use this file: {error}"),
             "editor": None,
             "region2_editor": None,
-            "status": status_html(f"Cannot use this file: {one_line(error)}", kind="error"),
+            "status": Status(f"Cannot use this file: {one_line(error)}", kind="error"),
         }
     height, width = state.size
     brush = masks.brush_background(state, shown)
@@ -206,7 +109,7 @@ def upload(path: str | None, example: str | None = None) -> dict[str, Any]:
         "grow": 0,  # a new photo starts ungrown, as its state does
         "editor": brush,
         "region2_editor": dict(brush),
-        "status": status_html(
+        "status": Status(
             f"Photo {width}x{height}. Click the object to edit, then describe the change."
         ),
     }
@@ -220,7 +123,7 @@ def clear_photo() -> dict[str, Any]:
         "mask_line": mask_line(state),
         "editor": None,
         "region2_editor": None,
-        "status": status_html("Upload a photo or pick an example to start."),
+        "status": Status("Upload a photo or pick an example to start."),
     }
 
 
@@ -229,7 +132,7 @@ def embed(services: Services, state: masks.MaskState) -> dict[str, Any]:
     if state.photo is None:
         return {}
     try:
-        segmenter = _model(services.segmenter, "Segment Anything")
+        segmenter = model(services.segmenter, "Segment Anything")
         with SEGMENTING:
             segmenter.embed(images.load_image(state.photo))
     except ModelUnavailable as error:
@@ -261,7 +164,12 @@ def example(services: Services, index: int) -> dict[str, Any]:
         "words": ", ".join(chosen["words"]),
         "negative_word": chosen["negative_word"] or "",
         "preset": chosen["preset"],
-        "status": status_html(
+        # What the example filled in follows the prompts until the visitor types there.
+        "suggested": {
+            "words": ", ".join(chosen["words"]),
+            "negative_word": chosen["negative_word"] or "",
+        },
+        "status": Status(
             f"Example “{chosen['name']}”: its mask and prompts are filled in. Press Edit, or click "
             "the photo to mark another region."
         ),
@@ -274,7 +182,7 @@ def _segment(services: Services, state: masks.MaskState, points, labels) -> dict
     if not points:
         state = dataclasses.replace(masks.cleared(state))
         return {**_shown(state), "editor": _brush(state)}
-    segmenter = _model(services.segmenter, "Segment Anything")
+    segmenter = model(services.segmenter, "Segment Anything")
     with SEGMENTING:
         try:
             segmenter.embedding(state.key)
@@ -371,9 +279,9 @@ def next_candidate(state: masks.MaskState) -> dict[str, Any]:
 @explained
 def set_grow(state: masks.MaskState, grow: Any) -> dict[str, Any]:
     try:
-        pixels = RANGES["grow"].check(grow)
-    except ValueError as error:
-        return {"mask_line": mask_line(state, str(error))}
+        pixels = controls.BY_FIELD["grow"].check(grow)
+    except InputError as error:
+        return {"mask_line": mask_line(state, error.say("page"))}
     return _shown(dataclasses.replace(state, grow=pixels))
 
 
@@ -396,6 +304,7 @@ def mask_file(state: masks.MaskState, path: str | None) -> dict[str, Any]:
     try:
         mask = images.load_mask(path, size=state.size)
     except ValueError as error:
+        log(f"a mask file: {error}")
         return {"mask_line": mask_line(state, f"Cannot use this mask: {error}")}
     state = masks.with_base(masks.cleared(state), mask, "file")
     return {**_shown(state), "editor": _brush(state)}
@@ -412,6 +321,7 @@ def region2(state: masks.MaskState, editor: dict | None, path: str | None) -> di
         else:
             mask = masks.painted_mask(editor, state.size)
     except ValueError as error:
+        log(f"a second region: {error}")
         return {"mask_line": mask_line(state, f"Second region: {error}")}
     packed = None if mask is None else masks.Packed.of(mask)
     return _shown(dataclasses.replace(state, region2=packed))
@@ -421,10 +331,10 @@ def use_as_input(result: Any) -> dict[str, Any]:
     """ "Use as input": the last result (its full-resolution PNG) becomes the photo."""
     path = getattr(result, "path", result)  # gr.File gives a path (or a FileData)
     if not path:
-        return {"status": status_html("No result yet: run an edit first.", kind="error")}
+        return {"status": Status("No result yet: run an edit first.", kind="error")}
     update = upload(str(path))
     if update["state"].photo is not None:
-        update["status"] = status_html("The result is the new photo. Mark the region to edit next.")
+        update["status"] = Status("The result is the new photo. Mark the region to edit next.")
     return update
 
 
@@ -439,18 +349,6 @@ def parse_words(text: str | None) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
-FIELD_NAMES = {
-    "source_prompt": "Source prompt",
-    "target_prompt": "Target prompt",
-    "words": "Edit words",
-    "negative_word": "Negative word",
-    "negative_prompt": "Negative word",
-    "mask": "Mask",
-    "image": "Photo",
-    "settings": "Settings",
-}
-
-
 def without_prompts(message: str, *texts: Any) -> str:
     """A message shown next to a control on the page, without the quoted prompts the visitor
     sees just above it ("... is not in the target prompt 'a long prompt ...'; ...")."""
@@ -462,27 +360,43 @@ def without_prompts(message: str, *texts: Any) -> str:
 
 def field_message(error: InputError) -> str:
     """An InputError as the status line says it: "Edit words: ..."."""
-    name = FIELD_NAMES[error.field]
-    if error.region == 2:
-        name = "Second region"
-    return f"{name}: {one_line(error)}"
+    name = "Second region" if error.region == 2 else controls.word(error.field, "page")
+    return f"{name}: {error.say('page')}"
 
 
-def suggest_words(services: Services, source: str, target: str, negative: str) -> dict:
-    """A prompt changed: the words the target adds (and, when the source had a word there, the
-    negative word: "green" replaced "red"), or nothing while a prompt is empty or wrong."""
+FILLED = ("words", "negative_word")  # the fields filled in from the prompts
+
+
+def suggest_words(
+    services: Services,
+    source: str,
+    target: str,
+    words: str,
+    negative: str,
+    suggested: dict[str, str] | None,
+) -> dict[str, Any]:
+    """A prompt changed: the words the target adds, and the negative word (the source's word the
+    target replaced: "green" replaced "red"), each filled in while the visitor has not typed in
+    its field (it is empty or holds what was filled in last: ``suggested``). Nothing while a
+    prompt is empty or wrong."""
     if not (source or "").strip() or not (target or "").strip():
         return {}
     try:
-        tokenizer = _model(services.pipeline, "the model").tokenizer
+        tokenizer = model(services.pipeline, "the model").tokenizer
         text = prompts.check_edit_text(tokenizer, source, target, [None], guided=False)
     except (InputError, ModelUnavailable):
         return {}
-    update: dict[str, Any] = {"words": ", ".join(text.words[0])}
     replaced = prompts.replaced_words(tokenizer, text.source, text.target)
-    if replaced and not (negative or "").strip():
-        update["negative_word"] = replaced[0]
-    return update
+    fresh = {"words": ", ".join(text.words[0]), "negative_word": replaced[0] if replaced else ""}
+    suggested = dict(suggested or {})
+    current = {"words": words, "negative_word": negative}
+    update: dict[str, Any] = {}
+    for name in FILLED:
+        value = (current[name] or "").strip() if isinstance(current[name], str) else ""
+        if not value or value == suggested.get(name, ""):
+            update[name] = fresh[name]
+            suggested[name] = fresh[name]
+    return {**update, "suggested": suggested}
 
 
 def check_text(
@@ -493,12 +407,14 @@ def check_text(
     negative: str,
     iterations: Any,
     region2_words: str,
+    state: masks.MaskState | None = None,
 ) -> dict[str, Any]:
-    """Any prompt or word changed: the status line says what is wrong, or that all is well."""
+    """Any prompt, word or the mask changed: the status line says what is wrong, what is still
+    missing (a photo, a region), or that the edit is ready."""
     if not (source or "").strip() or not (target or "").strip():
-        return {"status": status_html("Describe the photo and the edit: two prompts.")}
+        return {"status": Status("Describe the photo and the edit: two prompts.")}
     try:
-        tokenizer = _model(services.pipeline, "the model").tokenizer
+        tokenizer = model(services.pipeline, "the model").tokenizer
         per_region = [parse_words(words) or None]
         if parse_words(region2_words):
             per_region.append(parse_words(region2_words))
@@ -507,14 +423,29 @@ def check_text(
             tokenizer, source, target, per_region, negative, guided=guided
         )
     except InputError as error:
-        return {"status": status_html(field_message(error), kind="error")}
+        return {"status": Status(field_message(error), kind="error")}
     except ModelUnavailable as error:
-        return {"status": status_html(str(error), kind="error")}
+        return {"status": Status(str(error), kind="error")}
     chosen = ", ".join(w for region in text.words for w in region)
-    return {"status": status_html(f"Ready: the edit guides “{chosen}”. Press Edit.")}
+    if state is not None and state.photo is None:
+        return {
+            "status": Status(f"The text is ready (“{chosen}”). Upload a photo or pick an example.")
+        }
+    if state is not None and state.mask is None:
+        return {
+            "status": Status(
+                f"The text is ready (“{chosen}”). Now click the object to edit on the photo."
+            )
+        }
+    return {"status": Status(f"Ready: the edit guides “{chosen}”. Press Edit.")}
 
 
 # ------------------------------------------------------------------------------ the edit
+# The edit's inputs that are not settings, as the API names them (the page's are the same but
+# for the photo, which is the canvas, and the mask, which is the session's).
+TEXT_INPUTS = ("image", "source", "target", "words", "negative_word")
+
+
 @dataclasses.dataclass
 class Request:
     """One edit as the page or the API gives it, before any check."""
@@ -524,97 +455,83 @@ class Request:
     target: Any
     words: Any
     negative_word: Any
-    preset: Any
-    iterations: Any
-    granularity: Any
-    steps: Any
-    guidance: Any
-    inversion: Any
-    resolution: Any
+    settings: dict[str, Any]  # control name -> value, for controls.API_SETTINGS
     regions: list[tuple[Any, Any, Any]]  # (mask, words, weight) per region; mask None: none
     region2_words: Any = ""
 
 
-def build_config(request: Request):
-    """The settings of a request as an EditConfig. ControlErrors names every control whose
-    value is refused (a number out of its range, an unknown preset, inversion or resolution)."""
-    errors: dict[str, str] = {}
-    values = {}
-    for name in ("iterations", "granularity", "steps", "guidance"):
-        try:
-            values[name] = RANGES[name].check(getattr(request, name))
-        except ValueError as error:
-            errors[name] = str(error)
-    if not isinstance(request.preset, str) or request.preset not in PRESETS:
-        errors["preset"] = f"preset is {short(request.preset)}; choose one of {', '.join(PRESETS)}"
-    methods = [value for _, value in INVERSION_CHOICES]
-    if not isinstance(request.inversion, str) or request.inversion not in methods:
-        errors["inversion"] = (
-            f"inversion is {short(request.inversion)}; choose one of {', '.join(methods)}"
-        )
-    if isinstance(request.resolution, bool) or request.resolution not in RESOLUTIONS:
-        errors["resolution"] = (
-            f"resolution is {short(request.resolution)}; choose one of "
-            f"{', '.join(map(str, RESOLUTIONS))}"
-        )
-    if errors:
-        raise ControlErrors(errors)
-    return config_from(
-        request.preset,
-        values["steps"],
-        max_iter=values["iterations"],
-        scale=values["granularity"],
-        guidance_scale=values["guidance"],
-        inversion=request.inversion,
-        resolution=int(request.resolution),
-    )
-
-
 class ControlErrors(ValueError):
-    """Errors of several controls at once: control name -> message."""
+    """Refused inputs of a request: ``errors``, each an InputError naming its field (and region);
+    each face shows them next to its own control (``where``)."""
 
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(errors.values()))
-        self.errors = errors
+    def __init__(self, errors: Sequence[InputError]):
+        super().__init__("; ".join(e.say("library") for e in errors))
+        self.errors = list(errors)
+
+    def where(self, face: str) -> dict[str, str]:
+        """Input name -> message, in ``face``'s names and words ("page" or "api")."""
+        return {input_of(e, face): e.say(face) for e in self.errors}
+
+    def say(self, face: str) -> str:
+        return "; ".join(e.say(face) for e in self.errors)
+
+
+def input_of(error: InputError, face: str) -> str:
+    """The page's or the API's input an InputError is about."""
+    if error.region == 2:
+        if face == "api" and error.field == "mask":
+            return "region2_mask_file"
+        return "region2_words"
+    name = controls.word(error.field, "api")
+    if face == "page" and name in ("image", "mask_file"):
+        return "image"  # the canvas: the photo and the mask in use on it
+    return name
 
 
 def prepare(services: Services, request: Request) -> PreparedEdit:
     """Check a request once: settings, regions, photo, prompts, words. ControlErrors names the
-    controls at fault (keys: the request's field names, "photo", "mask", "region2")."""
+    inputs at fault."""
     from magedit.pipeline import Region
 
-    config = build_config(request)
+    try:
+        config = controls.config_from_values(request.settings)
+    except InputErrors as error:
+        raise ControlErrors(error.errors) from None
     if request.photo is None:
-        raise ControlErrors({"photo": "upload a photo first (or pick an example)"})
+        raise ControlErrors([InputError("image", "upload a photo first (or pick an example)")])
     regions: list[Region] = []
     for number, (mask, words, weight) in enumerate(request.regions, 1):
-        field = "mask" if number == 1 else "region2"
         if number == 2:  # checked even when unused: any value may come through the API
             try:
-                weight = RANGES["region2_weight"].check(weight)
-            except ValueError as error:
-                raise ControlErrors({"region2_weight": str(error)}) from None
+                weight = controls.BY_FIELD["region2_weight"].check(weight)
+            except InputError as error:
+                raise ControlErrors([error]) from None
         if mask is None:
             if number == 1:
                 raise ControlErrors(
-                    {"mask": "no region is marked; click the object on the photo (or paint it)"}
+                    [
+                        InputError(
+                            "mask",
+                            "no region is marked; click the object on the photo (or paint it)",
+                        )
+                    ]
                 )
             if parse_words(words):
                 raise ControlErrors(
-                    {"region2": "the second region has edit words but no mask; paint it or "
-                     "upload its mask (Advanced > Second region), or clear its words"}
+                    [InputError("mask", "the second region has edit words but no mask; paint it "
+                     "or upload its mask (Advanced > Second region), or clear its words", 2)]
                 )  # fmt: skip
             continue
         try:
             regions.append(Region(mask=mask, words=parse_words(words) or None, weight=weight))
         except ValueError as error:
-            raise ControlErrors({field: str(error)}) from None
+            raise ControlErrors([InputError("mask", str(error), number)]) from None
     if len(regions) == 2 and not regions[1].words:
         raise ControlErrors(
-            {"region2": "the second region has no edit words; type the target prompt's words "
-             "that belong to it, or remove its mask"}
+            [InputError("words", "the second region has no edit words; type the target "
+             "prompt's words that belong to it, or remove its mask", 2)]
         )  # fmt: skip
-    pipe = _model(services.pipeline, "the model")
+    pipe = model(services.pipeline, "the model")
     try:
         return pipe.prepare(
             request.photo,
@@ -625,76 +542,38 @@ def prepare(services: Services, request: Request) -> PreparedEdit:
             config=config,
         )
     except InputError as error:
-        raise ControlErrors({_control(error): one_line(error)}) from None
-
-
-def _control(error: InputError) -> str:
-    """The request field an InputError is about."""
-    if error.region == 2:
-        return "region2"
-    return {
-        "image": "photo",
-        "source_prompt": "source",
-        "target_prompt": "target",
-        "words": "words",
-        "mask": "mask",
-        "negative_word": "negative_word",
-        "negative_prompt": "negative_word",
-        "settings": "resolution",
-    }[error.field]
-
-
-def run(
-    services: Services,
-    prepared: PreparedEdit,
-    made: frozenset,
-    history: Sequence[tuple[str, str]] | None,
-    slot: int = 0,
-) -> Iterator[dict[str, Any]]:
-    """Invert and edit ``prepared`` on a worker thread, with the pipeline of the line's ``slot``;
-    yield update dicts as it reports. Ends with the result's update. Raises ValueError,
-    FloatingPointError, JobTimeout or an out-of-memory RuntimeError as they happen."""
-    pipe = _model(services.pipeline_of(slot), "the model")
-    stream = Stream(prepared, made=made)
-    worker = Worker(pipe, prepared, services.time_limit)
-    worker.start()
-    try:
-        for item in worker:
-            update = stream.add(item)
-            if update is not None:
-                yield update
-        yield stream.finish(services.output_dir, pipe.model_id, history)
-    finally:
-        worker.cancel()
+        raise ControlErrors([error]) from None
 
 
 def admit_and_prepare(
     services: Services, request: Any, make: Callable[[], Request]
-) -> dict[str, str]:
+) -> list[InputError]:
     """The validator's work: refuse an edit the line must not take (before reading any file: a
     refused flood costs no decoding), else check it once and keep the prepared edit for its
-    job. Returns {control: message} ({} when all is well)."""
+    job. Returns the refused inputs ([] when all is well)."""
     refused = services.admission.admit(request)
     if refused is not None:
         log(refused)
-        return {"photo": refused}
+        return [InputError("image", refused)]
     try:
         prepared = prepare(services, make())
     except ControlErrors as error:
         services.admission.release(request)
-        log(f"an edit: {'; '.join(f'{k}: {v}' for k, v in error.errors.items())}")
+        log(f"an edit: {'; '.join(f'{e.field}: {e}' for e in error.errors)}")
         return error.errors
     except ModelUnavailable as error:
         services.admission.release(request)
-        return {"photo": str(error)}
+        return [InputError("image", str(error))]
     services.admission.keep(request, prepared)
-    return {}
+    return []
 
 
-def take_prepared(services: Services, request: Any, make: Callable[[], Request]) -> Any:
+def take_prepared(
+    services: Services, request: Any, make: Callable[[], Request], face: str = "page"
+) -> Any:
     """The job's prepared edit: the validator's (each input checked once), or prepared now if
-    the validator's was dropped. A message (str) when the inputs are refused; None when the
-    job's client stopped listening (the job is dropped)."""
+    the validator's was dropped. A message (str, in ``face``'s words) when the inputs are
+    refused; None when the job's client stopped listening (the job is dropped)."""
     services.admission.release(request)
     if not services.admission.listening(request):
         log("an edit whose client stopped listening was dropped before it started")
@@ -705,117 +584,9 @@ def take_prepared(services: Services, request: Any, make: Callable[[], Request])
     try:
         return prepare(services, make())
     except ControlErrors as error:
-        return "; ".join(error.errors.values())
+        return one_line(error.say(face))
     except ModelUnavailable as error:
         return one_line(error)
-
-
-def gpu_duration(services: Services, prepared: Any, *_: Any) -> int:
-    """Seconds of GPU that ZeroGPU reserves for one edit: twice the estimated UNet calls plus
-    RESERVE_FIXED_SECONDS, rounded up, capped by the job's time limit. (A paper-default edit
-    without a negative word: 20 s with direct inversion, 37 s with null-text, against 6.2 s and
-    20.7 to 26.2 s measured warm on an H100.)"""
-    negative = getattr(prepared, "negative_word", None) is not None
-    seconds = RESERVE_FIXED_SECONDS + 2 * estimate_seconds(prepared.config, negative)
-    return math.ceil(min(seconds, services.time_limit))
-
-
-@_gpu(duration=gpu_duration)
-def run_on_gpu(services: Services, prepared: Any, made: frozenset, history: Any, slot: int = 0):
-    """The edit's GPU work (under ZeroGPU on a ZeroGPU Space, a plain call elsewhere)."""
-    yield from run(services, prepared, made, history, slot)
-
-
-class StoppedListening(Exception):
-    """The job's client no longer reads its updates: the job leaves the line."""
-
-
-def wait_turn(
-    services: Services,
-    ticket: object,
-    request: Any,
-    seconds: float = 0.5,
-    prefer: Sequence[int] = (),
-) -> Iterator[dict[str, Any]]:
-    """Wait in ``services.line`` until this ticket holds a GPU (one of ``prefer`` if free),
-    saying every ``seconds`` how many edits are ahead. Raises StoppedListening when the client
-    stopped reading."""
-    while not services.line.take(ticket, seconds, prefer):
-        if not services.admission.listening(request):
-            raise StoppedListening
-        ahead, slots = services.line.ahead(ticket), services.line.slots
-        gpus = "the GPU" if slots == 1 else f"one of the {slots} GPUs"
-        yield {
-            "status": status_html(
-                f"Waiting for {gpus}: {ahead} edit{'s' * (ahead != 1)} ahead of yours. "
-                "Cancel leaves the line."
-            )
-        }
-
-
-def edit_job(
-    services: Services,
-    prepared: PreparedEdit,
-    request: Any,
-    made: frozenset = frozenset(),
-    history: Sequence[tuple[str, str]] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """An edit's whole job: wait in line for the GPU (saying the place), then invert and edit
-    (``run_on_gpu``). Closing the generator (Cancel) leaves the line or stops the work."""
-    with services.line.ticket() as ticket:
-        yield from wait_turn(services, ticket, request, prefer=holding(services, prepared))
-        slot = services.line.slot(ticket)
-        for update in run_on_gpu(services, prepared, made, history, slot):
-            if not services.admission.listening(request):
-                raise StoppedListening  # closing run_on_gpu stops the worker at its next step
-            yield update
-
-
-def job_updates(
-    services: Services,
-    prepared: PreparedEdit,
-    request: Any,
-    made: frozenset = frozenset(),
-    history: Sequence[tuple[str, str]] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """``edit_job``'s updates as the page and the API serve them: a client that stopped
-    listening ends the job quietly (a line in the log); a failure the visitor can act on ends it
-    with a last update ``{"failure": message}``; any other exception (a bug) propagates."""
-    try:
-        yield from edit_job(services, prepared, request, made, history)
-    except StoppedListening:
-        log("an edit whose client stopped listening left the line")
-    except Exception as error:
-        message = failure_message(error)
-        if message is None:
-            raise
-        log(f"an edit stopped: {message}")
-        yield {"failure": message}
-
-
-def holding(services: Services, prepared: PreparedEdit) -> list[int]:
-    """The line's slots whose pipeline holds this edit's inversion (a re-edit of the same photo
-    and source prompt runs there without inverting again); [] with one GPU."""
-    if services.line.slots == 1:
-        return []
-    found = []
-    for slot in range(services.line.slots):
-        try:
-            pipe = services.pipeline_of(slot)()
-        except (ValueError, OSError):  # not loadable: the job reports it when it runs there
-            continue
-        if pipe.cache.get(pipe.inversion_key(prepared)) is not None:
-            found.append(slot)
-    return found
-
-
-def failure_message(error: BaseException) -> str | None:
-    """What to tell the visitor about a job's failure, or None for a bug (re-raised)."""
-    if isinstance(error, ValueError | FloatingPointError | JobTimeout | ModelUnavailable):
-        return one_line(error)
-    if is_out_of_memory(error):
-        return OUT_OF_MEMORY
-    return None
 
 
 def segment_api(services: Services, image: Any, points: Any, labels: Any) -> tuple[str, float]:
@@ -827,7 +598,7 @@ def segment_api(services: Services, image: Any, points: Any, labels: Any) -> tup
 
     if image is None:
         raise ValueError("no photo; pass the photo to segment")
-    segmenter = _model(services.segmenter, "Segment Anything")
+    segmenter = model(services.segmenter, "Segment Anything")
     with SEGMENTING:
         photo = images.load_image(image)
         count = len(points) if isinstance(points, list | tuple) else 0
@@ -868,33 +639,3 @@ def load_examples(folder: Path) -> list[dict[str, Any]]:
             change = f"{entry['negative_word']} → {change}"
         entry["caption"] = f"{entry['name'].replace('-', ' ')}: {change}"
     return examples
-
-
-# One UNet call at 512 px, seconds: H100, bf16, channels_last, CUDA graphs, measured with
-# benchmarks/unet_calls.py (benchmarks/README.md, 2026-11-27): a batched denoising step (fwd4),
-# a no-grad batch-1 forward (fwd1: inversion steps, recording a step's reconstruction maps, the
-# negative word's pass), a MAG iteration (forward to the 16x16 layers and back) and a null-text
-# inner step (forward and backward to the embedding).
-CALL_SECONDS = {"fwd4": 0.0169, "fwd1": 0.0075, "mag": 0.0094, "null_text": 0.0163}
-# What the calls leave out, measured as whole edits against the calls' sum: captures, decoding and
-# host work (a direct edit: 6.19 s measured, 4.9 s of calls; null-text 20.7 s against 13.8 s) and
-# a ZeroGPU worker's first edit (+3.0 s in a fresh process on an H200, issue 15). Hence the
-# reservation: twice the calls' sum (the worst ratio measured, 26.2 s against 13.8 s, is 1.9),
-# plus these seconds.
-RESERVE_FIXED_SECONDS = 10.0
-
-
-def estimate_seconds(config: Any, negative: bool = False) -> float:
-    """Seconds of UNet calls in an edit of ``config`` at its resolution (``negative``: with a
-    negative word, one more forward per MAG iteration), from CALL_SECONDS (an H100's; ZeroGPU's
-    H200 is at least as fast), its inversion always included: on ZeroGPU the inversion cache of a
-    GPU worker may not outlive the call, so a re-edit may invert again."""
-    calls = CALL_SECONDS
-    guided = sum(config.guide_at(i) for i in range(config.steps)) if config.max_iter else 0
-    iteration = calls["mag"] + (calls["fwd1"] if negative else 0.0)
-    seconds = config.steps * calls["fwd4"] + guided * (calls["fwd1"] + config.max_iter * iteration)
-    if config.inversion == "null_text":
-        seconds += config.steps * (config.null_inner_steps * calls["null_text"] + 2 * calls["fwd1"])
-    else:
-        seconds += config.steps * calls["fwd1"]
-    return seconds * (config.resolution / 512) ** 2

@@ -1,13 +1,15 @@
-"""The edit job: a prepared edit runs on a worker thread (invert, then edit) while the event's
-handler streams what it reports as page updates, stops it when the visitor cancels or its time
-limit passes, and writes the result. No gradio here: ``layout`` turns the updates into events.
+"""The edit job's whole life: it waits in the line for a GPU (saying its place), runs on a
+worker thread (invert, then edit) while the handler streams what it reports as updates, stops
+when the visitor cancels or its time limit passes, and writes the result. The statuses are plain
+text (:class:`Status`); ``layout`` makes the page's HTML of them and ``api`` the API's text.
+No gradio here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import html
+import math
 import queue
 import sys
 import threading
@@ -18,13 +20,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magedit import files, images, preview
-from magedit.errors import is_out_of_memory
-from magedit.web.charts import progress_charts
+from magedit.errors import is_out_of_memory, one_line
 from magedit.web.limits import GALLERY_SIZE, MAX_OUTPUTS
+from magedit.web.services import ModelUnavailable, Services, log, model
 
 if TYPE_CHECKING:
+    from magedit.config import EditConfig
     from magedit.inversion import Inversion
     from magedit.pipeline import EditEvent, EditResult, MagEditPipeline, PreparedEdit
+
+try:  # Hugging Face's ZeroGPU decorator; outside a ZeroGPU Space it returns the function as is
+    import spaces
+
+    _gpu = spaces.GPU
+except ImportError:  # spaces is optional off Hugging Face: the same no-op
+
+    def _gpu(task=None, **_: Any):
+        return task if callable(task) else (lambda fn: fn)
+
 
 # Guidance iterations and inversion steps can come many per second; the page is refreshed at most
 # this often for them (every denoising step is always shown).
@@ -220,31 +233,108 @@ def _release_cached_memory() -> None:
 
 
 # ------------------------------------------------------------------------------ the stream
-def eta(elapsed: float, done: float) -> str:
-    """ "about N s left" from the time spent on the share ``done`` (0..1) of the work."""
-    if done <= 0 or done >= 1:
-        return ""
-    left = elapsed * (1 - done) / done
-    if left >= 90:
-        return f"about {left / 60:.0f} min left"
-    return f"about {max(left, 1):.0f} s left"
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """The status line, in plain text: ``text``, the share of the job ``done`` (0..1, None: no
+    bar), a quieter ``note`` (the time left) and ``kind`` ("", "error" or "done")."""
+
+    text: str
+    done: float | None = None
+    note: str = ""
+    kind: str = ""
 
 
-def status_html(text: str, *, done: float | None = None, note: str = "", kind: str = "") -> str:
-    """The status line: ``text`` (plain text; escaped here), a progress bar when ``done``
-    (0..1) is given, and a quieter ``note`` (an ETA). ``kind``: "" or "error" or "done"."""
-    bar = ""
-    if done is not None:
-        bar = f'<progress value="{min(max(done, 0.0), 1.0):.3f}" max="1"></progress>'
-    note = f' <span class="magedit-note">{html.escape(note)}</span>' if note else ""
-    kind = f" magedit-{kind}" if kind else ""
-    return f'<div class="magedit-status{kind}">{bar}<span>{html.escape(text)}</span>{note}</div>'
+def time_left(seconds: float) -> str:
+    """ "about N s left" ("about N min left" from 90 s)."""
+    if seconds >= 90:
+        return f"about {seconds / 60:.0f} min left"
+    return f"about {max(seconds, 1):.0f} s left"
+
+
+# One UNet call at 512 px, seconds: H100, bf16, channels_last, CUDA graphs, measured with
+# benchmarks/unet_calls.py (benchmarks/README.md, 2026-11-27): a batched denoising step (fwd4),
+# a no-grad batch-1 forward (fwd1), a MAG iteration (forward to the 16x16 layers and back) and a
+# null-text inner step (forward and backward to the embedding). A forward of 2 or 3 rows is taken
+# between fwd1 and fwd4.
+CALL_SECONDS = {"fwd1": 0.0075, "fwd4": 0.0169, "mag": 0.0094, "null_text": 0.0163}
+# What the calls leave out, measured as whole edits against the calls' sum: captures, decoding and
+# host work (a direct edit: 6.19 s measured, 4.9 s of calls; null-text 20.7 s against 13.8 s) and
+# a ZeroGPU worker's first edit (+3.0 s in a fresh process on an H200, issue 15). Hence the
+# reservation: twice the calls' sum (the worst ratio measured, 26.2 s against 13.8 s, is 1.9),
+# plus these seconds.
+RESERVE_FIXED_SECONDS = 10.0
+
+
+def call_seconds(calls: Sequence[Any]) -> float:
+    """Seconds of a list of ``pipeline.UNetCall``s at 512 px (CALL_SECONDS)."""
+    total = 0.0
+    for call in calls:
+        if call.kind == "forward":
+            share = (min(call.batch, 4) - 1) / 3
+            total += CALL_SECONDS["fwd1"] + share * (CALL_SECONDS["fwd4"] - CALL_SECONDS["fwd1"])
+        else:
+            total += CALL_SECONDS[call.kind]
+    return total
+
+
+@dataclasses.dataclass
+class Plan:
+    """The job's work as the pipeline plans it: the weight of each inversion step and each
+    denoising step (seconds of its UNet calls on an H100, ``call_seconds``). The progress bar
+    and the time left are read from it: the share done is the weight done, and the time left is
+    the weight left at the pace measured so far."""
+
+    inversion: list[float]
+    editing: list[float]
+    max_iter: int
+
+    @classmethod
+    def of(cls, config: EditConfig, negative: bool) -> Plan:
+        from magedit.pipeline import inversion_calls, step_calls
+
+        method = config.inversion
+        return cls(
+            inversion=[call_seconds(calls) for calls in inversion_calls(config)],
+            editing=[
+                call_seconds(step_calls(config, i, method, negative)) for i in range(config.steps)
+            ],
+            max_iter=config.max_iter,
+        )
+
+    def edited(self, step: float) -> float:
+        """The editing's weight done after ``step`` steps (a fraction: part of the next one)."""
+        whole = math.floor(step)
+        done = sum(self.editing[:whole])
+        if whole < len(self.editing):
+            done += (step - whole) * self.editing[whole]
+        return done
+
+    def inverted(self, done: int, total: int) -> float:
+        """The inversion's weight done after ``done`` of its ``total`` reported steps."""
+        return sum(self.inversion[: round(done * len(self.inversion) / max(total, 1))])
+
+
+def reservation_seconds(config: EditConfig, negative: bool = False) -> float:
+    """Seconds of UNet calls in an edit of ``config`` at its resolution, its inversion always
+    included (on ZeroGPU the inversion cache of a GPU worker may not outlive the call, so a
+    re-edit may invert again); from the pipeline's own plan of calls (``Plan``)."""
+    plan = Plan.of(config, negative)
+    return (sum(plan.inversion) + sum(plan.editing)) * (config.resolution / 512) ** 2
+
+
+def gpu_duration(services: Services, prepared: Any, *_: Any) -> int:
+    """Seconds of GPU that ZeroGPU reserves for one edit: twice its planned UNet calls plus
+    RESERVE_FIXED_SECONDS, rounded up, capped by the job's time limit."""
+    negative = getattr(prepared, "negative_word", None) is not None
+    seconds = RESERVE_FIXED_SECONDS + 2 * reservation_seconds(prepared.config, negative)
+    return math.ceil(min(seconds, services.time_limit))
 
 
 @dataclasses.dataclass
 class Stream:
     """Turns the worker's reports into update dicts (output name -> value; names missing from
-    a dict are left as they are): status, preview, attention, charts, curve."""
+    a dict are left as they are): status (a Status), preview, attention, charts (the steps so
+    far and the total), curve."""
 
     prepared: PreparedEdit
     # Keys of the inversions this session made: a cached inversion is called "reused" only when
@@ -253,10 +343,15 @@ class Stream:
     reused: bool = False
     start: float = dataclasses.field(default_factory=time.perf_counter)
     inversion: Inversion | None = None
-    inversion_seconds: float = 0.0
     result: EditResult | None = None
     steps: list[tuple[int, float, float]] = dataclasses.field(default_factory=list)
     last_refresh: float = 0.0
+    plan: Plan | None = None
+    inverting: bool = False  # the inversion reported progress: it runs in this job
+
+    def __post_init__(self) -> None:
+        if self.plan is None:
+            self.plan = Plan.of(self.prepared.config, self.prepared.negative_word is not None)
 
     def _due(self) -> bool:
         now = time.perf_counter()
@@ -265,6 +360,19 @@ class Stream:
         self.last_refresh = now
         return True
 
+    def _progress(self, inverted: float, edited: float, elapsed: float) -> tuple[float, str]:
+        """(share of the job done, time left) when ``inverted`` of the inversion's weight and
+        ``edited`` of the editing's are done, ``elapsed`` seconds into the current phase: the
+        weight left at the pace measured in that phase (none yet: no estimate)."""
+        plan = self.plan
+        inversion = sum(plan.inversion) if self.inverting else 0.0
+        total = inversion + sum(plan.editing)
+        done = (inverted + edited) / total
+        weight_done = edited if edited > 0 else inverted
+        if weight_done <= 0 or elapsed <= 0:
+            return done, ""
+        return done, time_left(elapsed / weight_done * (total - inverted - edited))
+
     def add(self, item: Any) -> dict[str, Any] | None:
         """The update for one report, or None when the page need not be refreshed for it."""
         from magedit.inversion import Inversion
@@ -272,23 +380,26 @@ class Stream:
 
         config = self.prepared.config
         if isinstance(item, InversionProgress):
+            self.inverting = True
             if item.done < item.total and not self._due():
                 return None
             method = config.inversion.replace("_", "-")
-            share = item.done / item.total
             text = f"Inverting the photo ({method}) {item.done}/{item.total}"
-            return {"status": status_html(text, done=0.3 * share, note=eta(item.elapsed, share))}
+            inverted = self.plan.inverted(item.done, item.total)
+            done, left = self._progress(inverted, 0.0, item.elapsed)
+            return {"status": Status(text, done=done, note=left)}
         if isinstance(item, Inversion):
             self.inversion = item
-            self.inversion_seconds = time.perf_counter() - self.start
+            self.inverting = not item.cached
             self.reused = item.cached and item.key in self.made
             if item.cached and self.reused:
                 text = "Reused this session's inversion of the photo. Editing…"
             elif item.cached:
                 text = "Editing…"
             else:
-                text = f"Inverted in {self.inversion_seconds:.1f} s. Editing…"
-            return {"status": status_html(text, done=self._done(0, self.prepared.config.steps))}
+                text = f"Inverted in {item.seconds:.1f} s. Editing…"
+            done, _ = self._progress(sum(self.plan.inversion) if self.inverting else 0, 0, 0)
+            return {"status": Status(text, done=done)}
         if isinstance(item, EditEvent):
             return self._event(item)
         if isinstance(item, EditResult):
@@ -296,47 +407,38 @@ class Stream:
             return None
         raise TypeError(f"unexpected report {type(item).__name__}")
 
-    def _done(self, step: float, total: int) -> float:
-        """Share of the whole job done: the inversion counts for 30% unless it was cached."""
-        share = step / total
-        return share if self.inversion is not None and self.inversion.cached else 0.3 + 0.7 * share
-
     def _event(self, event: EditEvent) -> dict[str, Any] | None:
+        inverted = sum(self.plan.inversion) if self.inverting else 0.0
         if event.phase == "guidance":
-            x = event.step - 1 + event.iteration / event.max_iter
             if not self._due():
                 return None
+            # A MAG iteration is about one share of its step's weight (the step's two
+            # forwards are the last share).
+            edited = self.plan.edited(event.step - 1 + event.iteration / (event.max_iter + 1))
+            done, left = self._progress(inverted, edited, event.elapsed)
             text = (
                 f"Step {event.step}/{event.total} · guidance {event.iteration}/{event.max_iter}"
                 f" · loss {event.loss:.3f} · in-mask {event.in_mask_ratio:.3f}"
             )
-            share = (event.step - 1 + event.iteration / event.max_iter) / event.total
-            return {
-                "status": status_html(
-                    text, done=self._done(x, event.total), note=eta(event.elapsed, share)
-                ),
-                "charts": self.charts(),
-            }
+            return {"status": Status(text, done=done, note=left), "charts": self.charts()}
         self.steps.append((event.step, event.loss, event.in_mask_ratio))
         self.last_refresh = time.perf_counter()
         shown = self.inversion.image  # (h, w, 3) at processing size
+        done, left = self._progress(inverted, self.plan.edited(event.step), event.elapsed)
         text = (
             f"Step {event.step}/{event.total} · loss {event.loss:.3f} · in-mask "
             f"{event.in_mask_ratio:.3f}"
         )
         return {
-            "status": status_html(
-                text,
-                done=self._done(event.step, event.total),
-                note=eta(event.elapsed, event.step / event.total),
-            ),
+            "status": Status(text, done=done, note=left if event.step < event.total else ""),
             "preview": images.resize_image(event.preview, shown.shape[:2]),
             "attention": preview.heatmap_overlay(shown, event.attention, self.prepared.mask),
             "charts": self.charts(),
         }
 
-    def charts(self) -> str:
-        return progress_charts(self.steps, self.prepared.config.steps)
+    def charts(self) -> tuple[list[tuple[int, float, float]], int]:
+        """The charts' data: (step, loss, in-mask ratio) per step so far, and the edit's steps."""
+        return list(self.steps), self.prepared.config.steps
 
     def curve(self) -> list[dict[str, float]]:
         """The per-step numbers, for the API and the settings."""
@@ -357,12 +459,8 @@ class Stream:
             result.composited, output_dir, files.edit_phrase(prepared), keep=MAX_OUTPUTS
         )
         timings = {name: round(seconds, 2) for name, seconds in result.timings.items()}
-        cached = result.inversion_cached
-        if cached:
-            timings.pop("inversion")  # made by an earlier edit, not this one
-        else:
-            timings["inversion"] = round(self.inversion_seconds, 2)
         timings["total"] = round(time.perf_counter() - self.start, 2)
+        cached = result.inversion_cached
         settings = {
             "model": public_model_name(model),
             "source prompt": result.source_prompt,
@@ -388,7 +486,7 @@ class Stream:
         history = [(str(path), caption), *entries][:GALLERY_SIZE]
         note = " Reused this session's inversion." if cached and self.reused else ""
         return {
-            "status": status_html(f"Done in {timings['total']:.1f} s.{note}", kind="done"),
+            "status": Status(f"Done in {timings['total']:.1f} s.{note}", kind="done"),
             "preview": result.image,
             "result": (prepared.original, result.composited),
             "download": str(path),
@@ -411,3 +509,126 @@ def public_model_name(model: str) -> str:
 def show_history(history: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
     """The session's gallery: its results newest first, without files pruned since."""
     return [(path, caption) for path, caption in history or () if Path(path).is_file()]
+
+
+# ------------------------------------------------------------------------------ the job
+def run(
+    services: Services,
+    prepared: PreparedEdit,
+    made: frozenset,
+    history: Sequence[tuple[str, str]] | None,
+    slot: int = 0,
+) -> Iterator[dict[str, Any]]:
+    """Invert and edit ``prepared`` on a worker thread, with the pipeline of the line's ``slot``;
+    yield update dicts as it reports. Ends with the result's update. Raises ValueError,
+    FloatingPointError, JobTimeout or an out-of-memory RuntimeError as they happen."""
+    pipe = model(services.pipeline_of(slot), "the model")
+    stream = Stream(prepared, made=made)
+    worker = Worker(pipe, prepared, services.time_limit)
+    worker.start()
+    try:
+        for item in worker:
+            update = stream.add(item)
+            if update is not None:
+                yield update
+        yield stream.finish(services.output_dir, pipe.model_id, history)
+    finally:
+        worker.cancel()
+
+
+@_gpu(duration=gpu_duration)
+def run_on_gpu(services: Services, prepared: Any, made: frozenset, history: Any, slot: int = 0):
+    """The edit's GPU work (under ZeroGPU on a ZeroGPU Space, a plain call elsewhere)."""
+    yield from run(services, prepared, made, history, slot)
+
+
+class StoppedListening(Exception):
+    """The job's client no longer reads its updates: the job leaves the line."""
+
+
+def wait_turn(
+    services: Services,
+    ticket: object,
+    request: Any,
+    seconds: float = 0.5,
+    prefer: Sequence[int] = (),
+) -> Iterator[dict[str, Any]]:
+    """Wait in ``services.line`` until this ticket holds a GPU (one of ``prefer`` if free),
+    saying every ``seconds`` how many edits are ahead. Raises StoppedListening when the client
+    stopped reading."""
+    while not services.line.take(ticket, seconds, prefer):
+        if not services.admission.listening(request):
+            raise StoppedListening
+        ahead, slots = services.line.ahead(ticket), services.line.slots
+        gpus = "the GPU" if slots == 1 else f"one of the {slots} GPUs"
+        yield {
+            "status": Status(
+                f"Waiting for {gpus}: {ahead} edit{'s' * (ahead != 1)} ahead of yours. "
+                "Cancel leaves the line."
+            )
+        }
+
+
+def edit_job(
+    services: Services,
+    prepared: PreparedEdit,
+    request: Any,
+    made: frozenset = frozenset(),
+    history: Sequence[tuple[str, str]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """An edit's whole job: wait in line for the GPU (saying the place), then invert and edit
+    (``run_on_gpu``). Closing the generator (Cancel) leaves the line or stops the work."""
+    with services.line.ticket() as ticket:
+        yield from wait_turn(services, ticket, request, prefer=holding(services, prepared))
+        slot = services.line.slot(ticket)
+        for update in run_on_gpu(services, prepared, made, history, slot):
+            if not services.admission.listening(request):
+                raise StoppedListening  # closing run_on_gpu stops the worker at its next step
+            yield update
+
+
+def job_updates(
+    services: Services,
+    prepared: PreparedEdit,
+    request: Any,
+    made: frozenset = frozenset(),
+    history: Sequence[tuple[str, str]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``edit_job``'s updates as the page and the API serve them: a client that stopped
+    listening ends the job quietly (a line in the log); a failure the visitor can act on ends it
+    with a last update ``{"failure": message}``; any other exception (a bug) propagates."""
+    try:
+        yield from edit_job(services, prepared, request, made, history)
+    except StoppedListening:
+        log("an edit whose client stopped listening left the line")
+    except Exception as error:
+        message = failure_message(error)
+        if message is None:
+            raise
+        log(f"an edit stopped: {message}")
+        yield {"failure": message}
+
+
+def holding(services: Services, prepared: PreparedEdit) -> list[int]:
+    """The line's slots whose pipeline holds this edit's inversion (a re-edit of the same photo
+    and source prompt runs there without inverting again); [] with one GPU."""
+    if services.line.slots == 1:
+        return []
+    found = []
+    for slot in range(services.line.slots):
+        try:
+            pipe = services.pipeline_of(slot)()
+        except (ValueError, OSError):  # not loadable: the job reports it when it runs there
+            continue
+        if pipe.cache.get(pipe.inversion_key(prepared)) is not None:
+            found.append(slot)
+    return found
+
+
+def failure_message(error: BaseException) -> str | None:
+    """What to tell the visitor about a job's failure, or None for a bug (re-raised)."""
+    if isinstance(error, ValueError | FloatingPointError | JobTimeout | ModelUnavailable):
+        return one_line(error)
+    if is_out_of_memory(error):
+        return OUT_OF_MEMORY
+    return None

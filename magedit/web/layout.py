@@ -7,26 +7,22 @@ the preset, Edit and the status line; the results stream into the column beside 
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from magedit import controls
 from magedit.web import events, masks
 from magedit.web.admission import GPU, Admission
 from magedit.web.api import add_api
 from magedit.web.charts import progress_charts
-from magedit.web.components import BrushEditor, PhotoInput, converter
-from magedit.web.events import INVERSION_CHOICES, Defaults, Lazy, Services
-from magedit.web.job import show_history, status_html
-from magedit.web.limits import (
-    DELETE_CACHE,
-    GRADIO_QUEUE_SIZE,
-    RANGES,
-    RESOLUTIONS,
-    TIME_LIMIT,
-)
+from magedit.web.components import BrushEditor, PhotoInput, converter, named_handler
+from magedit.web.job import Status, job_updates, show_history
+from magedit.web.limits import DELETE_CACHE, GRADIO_QUEUE_SIZE, TIME_LIMIT
+from magedit.web.services import Lazy, Services
 
 if TYPE_CHECKING:
     from magedit.pipeline import MagEditPipeline
@@ -34,7 +30,6 @@ if TYPE_CHECKING:
 
 ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 # The presets as the radio shows them: colour and texture keep the shape, object replaces it.
-PRESET_CHOICES = [("color", "color"), ("texture", "texture"), ("object", "object")]
 TINY_BANNER = (
     "⚠️ Offline demo (<code>--tiny</code>): random, untrained weights, so results are noise. "
     "Run <code>python app.py</code> or <code>--model /local/folder</code> for real edits."
@@ -43,6 +38,8 @@ HOW_TO = (
     "<ol class='magedit-howto'><li>Upload a photo or pick an example</li>"
     "<li>Click the object to change</li><li>Describe the photo, then the edit</li>"
     "<li>Press <b>Edit</b>: only the marked region changes</li></ol>"
+    # On a phone the four steps in one line (the list would take four).
+    "<p class='magedit-howto-short'>Photo → click the object → describe → <b>Edit</b></p>"
 )
 CSS = """
 .gradio-container { padding-top: 4px !important; }
@@ -74,8 +71,82 @@ CSS = """
 .magedit-chart .magedit-chart-title { font-weight: 600; font-size: 13px; }
 .magedit-chart .magedit-axis { stroke: #9ca3af; stroke-width: 1; }
 .magedit-chart .magedit-chart-empty { fill: #9ca3af; }
+/* A refused input's message: one line of small text above it, not a bold paragraph that pushes
+   the controls below it off the screen (the status line says it in full). */
+.validation-error:not(textarea):not(input) { font-size: .78rem !important;
+    font-weight: 500 !important; line-height: 1.25 !important; }
+.magedit-howto-short { display: none; margin: 0; font-size: .9rem; }
+@media (max-width: 640px) {
+  .magedit-howto { display: none; }
+  .magedit-howto-short { display: block; }
+  #magedit-header h1 { font-size: 1.15rem; }
+  #magedit-banner { font-size: .78rem; }
+  /* The examples' captions whole, on two lines if need be. */
+  #magedit-examples .caption-label { white-space: normal !important; overflow: visible;
+      text-overflow: clip; font-size: .7rem; line-height: 1.15; }
+  #magedit-examples { height: 118px !important; }
+  #magedit-examples .grid-wrap { height: 112px !important; }
+  #magedit-examples .thumbnail-item { height: 96px; }
+  /* The canvas a little lower, so Edit comes up sooner. */
+  #magedit-canvas { height: auto !important; }
+  #magedit-canvas .image-container { height: 270px !important; }
+  /* Each chart across the screen: their labels at a readable size. */
+  .magedit-charts { flex-direction: column; }
+  .magedit-chart { font-size: 11px; max-width: 260px; align-self: center; width: 100%; }
+  /* Edit, Cancel and the status line stay at the bottom of the screen. */
+  #magedit-actions { position: fixed; left: 0; right: 0; bottom: 0; z-index: 50;
+      margin: 0 !important; padding: 6px 10px; gap: 4px;
+      background: var(--background-fill-primary); box-shadow: 0 -2px 8px rgba(0,0,0,.18); }
+  #magedit-actions .magedit-status { font-size: .85rem; }
+  .gradio-container { padding-bottom: 110px !important; }
+}
 
 """
+
+
+def status_html(status: Status) -> str:
+    """The status line's HTML: the text (escaped), a progress bar when ``done`` is given, and
+    the quieter note (the time left)."""
+    bar = ""
+    if status.done is not None:
+        done = min(max(status.done, 0.0), 1.0)
+        bar = f'<progress value="{done:.3f}" max="1"></progress>'
+    note = f' <span class="magedit-note">{html.escape(status.note)}</span>' if status.note else ""
+    kind = f" magedit-{status.kind}" if status.kind else ""
+    text = html.escape(status.text)
+    return f'<div class="magedit-status{kind}">{bar}<span>{text}</span>{note}</div>'
+
+
+def mask_line_html(line: Status) -> str:
+    """The line under the photo: the mask in use, or (kind "error") what went wrong."""
+    if line.kind == "error":
+        return f'<div class="magedit-mask-line magedit-error">⚠ {html.escape(line.text)}</div>'
+    return f'<div class="magedit-mask-line">{html.escape(line.text)}</div>'
+
+
+def shown(update: dict[str, Any]) -> dict[str, Any]:
+    """An update of the handlers as the page shows it: statuses and the mask line as HTML, the
+    charts' data as SVG."""
+    update = dict(update)
+    if isinstance(update.get("status"), Status):
+        update["status"] = status_html(update["status"])
+    if isinstance(update.get("mask_line"), Status):
+        update["mask_line"] = mask_line_html(update["mask_line"])
+    if "charts" in update:
+        update["charts"] = progress_charts(*update["charts"])
+    return update
+
+
+def setting_input(control: controls.Control, tiny: bool) -> gr.components.Component:
+    """The page's input of a setting of the table: a radio for a choice, else a slider."""
+    options = {
+        "label": control.label,
+        "value": control.default(tiny),
+        "elem_id": f"magedit-{control.name.replace('_', '-')}",
+    }
+    if control.kind == "choice":
+        return gr.Radio(choices=list(control.choices), **options)
+    return gr.Slider(control.low, control.high, step=control.step, **options)
 
 
 def build_demo(
@@ -109,11 +180,6 @@ def build_demo(
         examples=events.load_examples(Path(assets_dir)),
         more_pipelines=[Lazy(load) for load in more_pipelines],
     )
-    defaults = Defaults.for_model(tiny)
-
-    def slider(name: str, value: float, step: float, label: str, **kwargs: Any) -> gr.Slider:
-        limits = RANGES[name]
-        return gr.Slider(limits.low, limits.high, value=value, step=step, label=label, **kwargs)
 
     with gr.Blocks(title="MAG-Edit Studio", delete_cache=DELETE_CACHE) as demo:
         admission.blocks = demo
@@ -138,6 +204,9 @@ def build_demo(
         state = gr.State(masks.MaskState())
         made = gr.State(frozenset())
         history = gr.State([])
+        # What was last filled in from the prompts (the edit words, the negative word): a field
+        # that still holds it follows the prompts; once the visitor types there, it is theirs.
+        suggested = gr.State({})
         with gr.Row(equal_height=False):
             # ---------------------------------------------------------------- the canvas
             with gr.Column(scale=5, min_width=300):
@@ -150,7 +219,9 @@ def build_demo(
                     height=330,
                     elem_id="magedit-canvas",
                 )
-                mask_line = gr.HTML(events.mask_line(masks.MaskState()), elem_id="magedit-mask")
+                mask_line = gr.HTML(
+                    mask_line_html(events.mask_line(masks.MaskState())), elem_id="magedit-mask"
+                )
                 with gr.Row():
                     click_mode = gr.Radio(
                         choices=list(masks.CLICK_MODES),
@@ -171,8 +242,14 @@ def build_demo(
                     clear_button = gr.Button(
                         "Clear", size="sm", scale=1, min_width=48, elem_id="magedit-clear"
                     )
-                grow = slider("grow", 0, 1, "Grow the mask (pixels)", elem_id="magedit-grow")
-                with gr.Accordion("Refine with the brush", open=False, elem_id="magedit-refine"):
+                # Grow, brush and mask file: one fold, so that the prompts and Edit come up
+                # sooner (a phone showed Edit 1.5 screens down).
+                with gr.Accordion(
+                    "Refine the mask: grow it, paint it, or use a mask file",
+                    open=False,
+                    elem_id="magedit-refine",
+                ):
+                    grow = setting_input(controls.BY_NAME["grow"], tiny)
                     editor = BrushEditor(
                         label="Paint red to add to the mask, blue to take away",
                         type="numpy",
@@ -190,9 +267,8 @@ def build_demo(
                         height=360,
                         elem_id="magedit-brush",
                     )
-                with gr.Accordion("Use a mask file", open=False, elem_id="magedit-mask-files"):
                     mask_file = PhotoInput(
-                        label="Mask: non-black pixels are inside; it replaces the clicks",
+                        label="Or a mask file: non-black pixels are inside; it replaces the clicks",
                         type="filepath",
                         image_mode=None,
                         sources=["upload"],
@@ -211,6 +287,24 @@ def build_demo(
                     placeholder="a living room with a green sofa and a wooden table",
                     elem_id="magedit-target",
                 )
+                # Edit, Cancel and the status line: a bar fixed to the bottom of a phone's
+                # screen (CSS), so that Edit is at hand wherever the visitor has scrolled.
+                with gr.Column(elem_id="magedit-actions"):
+                    with gr.Row():
+                        edit_button = gr.Button(
+                            "Edit", variant="primary", scale=3, elem_id="magedit-edit"
+                        )
+                        cancel_button = gr.Button(
+                            "Cancel",
+                            size="sm",
+                            scale=1,
+                            interactive=False,
+                            elem_id="magedit-cancel",
+                        )
+                    status = gr.HTML(
+                        status_html(Status("Upload a photo or pick an example to start.")),
+                        elem_id="magedit-status",
+                    )
                 with gr.Row():
                     words = gr.Textbox(
                         value="",  # the API's default: picked from the prompts
@@ -226,47 +320,10 @@ def build_demo(
                         min_width=120,
                         elem_id="magedit-negative-word",
                     )
-                preset = gr.Radio(
-                    choices=PRESET_CHOICES,
-                    value="color",
-                    label="Preset (object may change the shape)",
-                    elem_id="magedit-preset",
-                )
-                with gr.Row():
-                    edit_button = gr.Button(
-                        "Edit", variant="primary", scale=3, elem_id="magedit-edit"
-                    )
-                    cancel_button = gr.Button(
-                        "Cancel", size="sm", scale=1, interactive=False, elem_id="magedit-cancel"
-                    )
-                status = gr.HTML(
-                    status_html("Upload a photo or pick an example to start."),
-                    elem_id="magedit-status",
-                )
+                settings_inputs = {"preset": setting_input(controls.BY_NAME["preset"], tiny)}
                 with gr.Accordion("Advanced", open=False, elem_id="magedit-advanced"):
-                    iterations = slider(
-                        "iterations", defaults.iterations, 1, "Iterations per step (MAX_IT)",
-                        elem_id="magedit-iterations",
-                    )  # fmt: skip
-                    granularity = slider(
-                        "granularity", 2.5, 0.1, "Granularity (λp)", elem_id="magedit-granularity"
-                    )
-                    steps = slider("steps", defaults.steps, 1, "Steps", elem_id="magedit-steps")
-                    guidance = slider(
-                        "guidance", 7.5, 0.5, "Guidance scale", elem_id="magedit-guidance"
-                    )
-                    inversion = gr.Radio(
-                        choices=INVERSION_CHOICES,
-                        value=defaults.inversion,
-                        label="Inversion",
-                        elem_id="magedit-inversion",
-                    )
-                    resolution = gr.Radio(
-                        choices=list(RESOLUTIONS),
-                        value=defaults.resolution,
-                        label="Resolution (long side, pixels)",
-                        elem_id="magedit-resolution",
-                    )
+                    for control in controls.PAGE_SETTINGS[1:]:  # the preset is above
+                        settings_inputs[control.name] = setting_input(control, tiny)
                     with gr.Accordion(
                         "Second region (multi-region edit)", open=False, elem_id="magedit-region2"
                     ):
@@ -302,54 +359,72 @@ def build_demo(
                                 info="Words of the target prompt for this region only.",
                                 elem_id="magedit-region2-words",
                             )
-                            region2_weight = slider(
-                                "region2_weight", 1.0, 0.1, "Its weight (the first region's is 1)",
-                                elem_id="magedit-region2-weight",
-                            )  # fmt: skip
+                            region2_weight = setting_input(controls.BY_NAME["region2_weight"], tiny)
             # ---------------------------------------------------------------- the results
+            # The result on top once there is one (hidden until then, and again while the next
+            # edit streams); the live preview, the attention and the charts under it.
             with gr.Column(scale=5, min_width=300):
+                result = gr.ImageSlider(
+                    label="Before / after",
+                    interactive=False,
+                    format="png",
+                    max_height=360,
+                    visible=False,
+                    elem_id="magedit-result",
+                )
+                with gr.Row(equal_height=False):
+                    download = gr.File(
+                        label="Result (full resolution PNG)",
+                        interactive=False,
+                        visible=False,  # shown with a result: an empty file box says nothing
+                        scale=3,
+                        min_width=160,
+                        elem_id="magedit-download",
+                    )
+                    use_button = gr.Button(
+                        "Use as input",
+                        size="sm",
+                        scale=1,
+                        min_width=100,
+                        visible=False,
+                        elem_id="magedit-use-as-input",
+                    )
                 with gr.Row():
                     live = gr.Image(
                         label="Preview",
                         interactive=False,
-                        height=200,
+                        height=190,
                         buttons=["fullscreen"],  # a toolbar of three would cover the label
                         elem_id="magedit-preview",
                     )
                     attention = gr.Image(
                         label="Edit words' attention",
                         interactive=False,
-                        height=200,
+                        height=190,
                         buttons=["fullscreen"],
                         elem_id="magedit-attention",
                     )
                 charts = gr.HTML(progress_charts([], 1), elem_id="magedit-charts")
-                result = gr.ImageSlider(
-                    label="Before / after",
-                    interactive=False,
-                    format="png",
-                    max_height=480,
-                    elem_id="magedit-result",
-                )
-                download = gr.File(
-                    label="Result (full resolution PNG)",
-                    interactive=False,
-                    visible=False,  # shown with the first result: an empty file box says nothing
-                    elem_id="magedit-download",
-                )
-                use_button = gr.Button("Use as input", size="sm", elem_id="magedit-use-as-input")
-                with gr.Accordion("Settings and timings", open=False):
-                    settings = gr.JSON(label="Used for this result", elem_id="magedit-settings")
-                gallery = gr.Gallery(
-                    label="This session's results (newest first)",
-                    columns=4,
-                    height=160,
-                    interactive=False,
-                    allow_preview=True,
-                    object_fit="cover",
-                    format="png",
-                    elem_id="magedit-gallery",
-                )
+        # ------------------------------------------------------------------- the session
+        with gr.Row(equal_height=False):
+            gallery = gr.Gallery(
+                label="This session's results (newest first)",
+                columns=6,
+                height=170,
+                interactive=False,
+                allow_preview=True,
+                preview=False,
+                fit_columns=False,  # one result is one thumbnail, not a page-wide picture
+                object_fit="cover",
+                format="png",
+                scale=3,
+                elem_id="magedit-gallery",
+            )
+            with (
+                gr.Column(scale=2, min_width=280),
+                gr.Accordion("Settings and timings", open=False),
+            ):
+                settings = gr.JSON(label="Used for this result", elem_id="magedit-settings")
 
         # ------------------------------------------------------------------- photo and mask
         components = {
@@ -363,12 +438,14 @@ def build_demo(
             "target": target,
             "words": words,
             "negative_word": negative_word,
-            "preset": preset,
+            "preset": settings_inputs["preset"],
             "grow": grow,
+            "suggested": suggested,
         }
 
         def outputs(*names: str) -> tuple[list, Callable[[dict[str, Any]], tuple]]:
-            return [components[name] for name in names], converter(names)
+            convert = converter(names)
+            return [components[name] for name in names], lambda update: convert(shown(update))
 
         direct = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
         photo_outputs, photo_convert = outputs(
@@ -432,7 +509,7 @@ def build_demo(
             )
         example_outputs, example_convert = outputs(
             "canvas", "state", "mask_line", "grow", "editor", "region2_editor", "status",
-            "source", "target", "words", "negative_word", "preset",
+            "source", "target", "words", "negative_word", "preset", "suggested",
         )  # fmt: skip
 
         def on_example(evt: gr.SelectData):
@@ -448,17 +525,18 @@ def build_demo(
         # "busy" toasts); microseconds of tokenizing, safe beside an edit (the tokenizer is
         # locked).
         cheap = {**direct, "trigger_mode": "always_last"}
-        suggest_outputs, suggest_convert = outputs("words", "negative_word")
+        suggest_outputs, suggest_convert = outputs("words", "negative_word", "suggested")
         for box in (source, target):
             box.change(
-                lambda s, t, n: suggest_convert(events.suggest_words(services, s, t, n)),
-                [source, target, negative_word],
+                lambda *values: suggest_convert(events.suggest_words(services, *values)),
+                [source, target, words, negative_word, suggested],
                 suggest_outputs,
                 **cheap,
             )
         check_outputs, check_convert = outputs("status")
-        text_inputs = [source, target, words, negative_word, iterations, region2_words]
-        for control in text_inputs:
+        iterations = settings_inputs["iterations"]
+        text_inputs = [source, target, words, negative_word, iterations, region2_words, state]
+        for control in (*text_inputs[:-1], state):
             control.change(
                 lambda *values: check_convert(events.check_text(services, *values)),
                 text_inputs,
@@ -467,114 +545,100 @@ def build_demo(
             )
 
         # ------------------------------------------------------------------- the edit
-        page_inputs = [
-            canvas, source, target, words, negative_word, preset, iterations, granularity,
-            steps, guidance, inversion, resolution, region2_words, region2_weight,
-        ]  # fmt: skip
-        page_names = [
-            "photo", "source", "target", "words", "negative_word", "preset", "iterations",
-            "granularity", "steps", "guidance", "inversion", "resolution", "region2_words",
-            "region2_weight",
-        ]  # fmt: skip
+        # The edit's inputs by name (the API's names; the canvas is the image), then the
+        # session's states.
+        page_inputs = {
+            "image": canvas, "source": source, "target": target, "words": words,
+            "negative_word": negative_word, **settings_inputs, "region2_words": region2_words,
+            "region2_weight": region2_weight, "state": state, "made": made, "history": history,
+        }  # fmt: skip
+        page_names = list(page_inputs)
 
-        def page_request(values: Sequence[Any], mask_state: masks.MaskState) -> events.Request:
-            named = dict(zip(page_names, values, strict=True))
+        def page_request(values: dict[str, Any]) -> events.Request:
+            mask_state = values["state"]
             region2 = None if mask_state.region2 is None else mask_state.region2.unpack()
             return events.Request(
                 photo=mask_state.photo,
+                source=values["source"],
+                target=values["target"],
+                words=values["words"],
+                negative_word=values["negative_word"],
+                settings={name: values[name] for name in settings_inputs},
                 regions=[
-                    (mask_state.mask, named["words"], 1.0),
-                    (region2, named["region2_words"], named["region2_weight"]),
+                    (mask_state.mask, values["words"], 1.0),
+                    (region2, values["region2_words"], values["region2_weight"]),
                 ],
-                **{k: named[k] for k in page_names if k not in ("photo", "region2_weight")},
+                region2_words=values["region2_words"],
             )
 
-        # The validator and the handler spell their parameters out: Gradio passes gr.Request
-        # only to a named positional parameter (not to *args).
-        def validate_page(
-            photo, source_text, target_text, words_text, negative, preset_name, iterations_n,
-            granularity_x, steps_n, guidance_x, inversion_name, resolution_px, region2_text,
-            region2_w, mask_state, made_here, history_here, request: gr.Request,
-        ):  # fmt: skip
-            controls = [
-                photo, source_text, target_text, words_text, negative, preset_name,
-                iterations_n, granularity_x, steps_n, guidance_x, inversion_name, resolution_px,
-                region2_text, region2_w,
-            ]  # fmt: skip
-            problems = events.admit_and_prepare(
-                services, request, lambda: page_request(controls, mask_state)
-            )
-            where = {
-                "photo": "photo", "mask": "photo", "region2": "region2_words",
-            }  # fmt: skip
+        def validate_page(values: dict[str, Any], request: gr.Request):
+            problems = events.admit_and_prepare(services, request, lambda: page_request(values))
+            where = events.ControlErrors(problems).where("page")
             messages = {
-                where.get(k, k): events.without_prompts(v, source_text, target_text)
-                for k, v in problems.items()
+                name: events.without_prompts(message, values["source"], values["target"])
+                for name, message in where.items()
             }
-            return [
-                *(gr.validate(n not in messages, messages.get(n, "")) for n in page_names),
-                *(gr.validate(True, "") for _ in range(3)),  # the session's states
-            ]
+            return [gr.validate(n not in messages, messages.get(n, "")) for n in page_names]
 
         run_names = [
             "status", "preview", "attention", "charts", "result", "download", "settings",
-            "history", "made", "gallery", "edit_button", "cancel_button",
+            "history", "made", "gallery", "edit_button", "cancel_button", "use_button",
         ]  # fmt: skip
         run_components = {
             "status": status, "preview": live, "attention": attention, "charts": charts,
             "result": result, "download": download, "settings": settings, "history": history,
             "made": made, "gallery": gallery, "edit_button": edit_button,
-            "cancel_button": cancel_button,
+            "cancel_button": cancel_button, "use_button": use_button,
         }  # fmt: skip
         run_update = converter(run_names)
 
         def run_convert(update: dict[str, Any]) -> tuple:
+            update = shown(update)
             if "history" in update:  # the gallery shows the session's results that still exist
                 update = {**update, "gallery": show_history(update["history"])}
-            if "download" in update:  # the file box is hidden until there is a result
-                update = {**update, "download": gr.update(value=update["download"], visible=True)}
+            if "download" in update and isinstance(update["download"], str):
+                # The result, its file and "Use as input" are shown once there is a result.
+                update = {
+                    **update,
+                    "download": gr.update(value=update["download"], visible=True),
+                    "result": gr.update(value=update["result"], visible=True),
+                    "use_button": gr.update(visible=True),
+                }
             return run_update(update)
 
-        def edit_on_page(
-            photo, source_text, target_text, words_text, negative, preset_name, iterations_n,
-            granularity_x, steps_n, guidance_x, inversion_name, resolution_px, region2_text,
-            region2_w, mask_state, made_here, history_here, request: gr.Request,
-        ):  # fmt: skip
-            controls = [
-                photo, source_text, target_text, words_text, negative, preset_name,
-                iterations_n, granularity_x, steps_n, guidance_x, inversion_name, resolution_px,
-                region2_text, region2_w,
-            ]  # fmt: skip
-            prepared = events.take_prepared(
-                services, request, lambda: page_request(controls, mask_state)
-            )
+        def edit_on_page(values: dict[str, Any], request: gr.Request):
+            prepared = events.take_prepared(services, request, lambda: page_request(values))
             if isinstance(prepared, str):
-                yield run_convert({"status": status_html(prepared, kind="error")})
+                yield run_convert({"status": Status(prepared, kind="error")})
                 return
             if prepared is None:
                 return
             yield run_convert(
-                {
-                    "status": status_html("Starting…", done=0.0),
+                {  # the previous result leaves the screen while the new edit streams
+                    "status": Status("Starting…", done=0.0),
                     "preview": None,
                     "attention": None,
-                    "charts": progress_charts([], prepared.config.steps),
+                    "result": gr.update(value=None, visible=False),
+                    "download": gr.update(value=None, visible=False),
+                    "use_button": gr.update(visible=False),
+                    "settings": None,
+                    "charts": ([], prepared.config.steps),
                     "edit_button": gr.update(interactive=False),
                     "cancel_button": gr.update(interactive=True),
                 }
             )
-            for update in events.job_updates(services, prepared, request, made_here, history_here):
+            for update in job_updates(
+                services, prepared, request, values["made"], values["history"]
+            ):
                 if "failure" in update:
-                    update = {
-                        "status": status_html(f"Cannot edit: {update['failure']}", kind="error")
-                    }
+                    update = {"status": Status(f"Cannot edit: {update['failure']}", kind="error")}
                 yield run_convert(update)
 
         edit_event = edit_button.click(
-            edit_on_page,
-            [*page_inputs, state, made, history],
+            named_handler(edit_on_page, page_names),
+            list(page_inputs.values()),
             [run_components[name] for name in run_names],
-            validator=validate_page,
+            validator=named_handler(validate_page, page_names),
             api_visibility="private",
             # The edits do not wait in Gradio's queue: they wait in the page's own line
             # (services.line), which says each one's place on its status line and lets Cancel
@@ -589,9 +653,9 @@ def build_demo(
         stopped = gr.State(False)
 
         def after_edit(was_stopped: bool):
-            note = status_html("Cancelled. Press Edit to run it again.") if was_stopped else None
+            note = Status("Cancelled. Press Edit to run it again.")
             return (
-                note if was_stopped else gr.skip(),
+                status_html(note) if was_stopped else gr.skip(),
                 gr.update(interactive=True),
                 gr.update(interactive=False),
                 False,
@@ -601,7 +665,7 @@ def build_demo(
             after_edit, stopped, [status, edit_button, cancel_button, stopped], **direct
         )
         cancel_button.click(
-            lambda: (status_html("Cancelling…"), gr.update(interactive=False), True),
+            lambda: (status_html(Status("Cancelling…")), gr.update(interactive=False), True),
             None,
             [status, cancel_button, stopped],
             cancels=[edit_event],
@@ -617,7 +681,7 @@ def build_demo(
         # ------------------------------------------------------------------- the API
         add_api(
             services,
-            defaults,
+            tiny,
             text={"source": source, "target": target, "words": words,
                   "negative_word": negative_word, "region2_words": region2_words},
             outputs={"preview": live, "attention": attention, "result": result,

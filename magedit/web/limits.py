@@ -5,8 +5,6 @@ regions, clicks per mask) live with the code they protect; this file names the p
 
 from __future__ import annotations
 
-from magedit.web.numbers import Range
-
 # ---------------------------------------------------------------------------------- the queue
 # Edits waiting for the GPU beyond this are refused ("the page is busy") instead of piling up: at
 # about 7 s per edit on a GPU, the 16th waits two minutes. (The edits wait in the page's own line,
@@ -71,16 +69,3 @@ MAX_OUTPUTS = 200  # results kept on disk (outputs/); the oldest are deleted
 GALLERY_SIZE = 12  # this session's newest results in its gallery
 # Gradio's cache (uploads, returned images): every 30 minutes, delete what is older than 2 hours.
 DELETE_CACHE = (1800, 7200)
-
-# ------------------------------------------------------------------------ numbers of an edit
-# The sliders are built from these and every value is checked against them, because the API lets
-# a client send anything (out of range, 2.5 for a whole number, NaN, text).
-RANGES = {
-    "iterations": Range("iterations", 0, 30, integer=True),  # the paper's 15, doubled
-    "granularity": Range("granularity", 0, 10),
-    "steps": Range("steps", 5, 100, integer=True),  # 5: a quick, rough look; 100: twice T
-    "guidance": Range("guidance scale", 1, 15),
-    "grow": Range("grow (pixels)", 0, 50, integer=True),
-    "region2_weight": Range("the second region's weight", 0.1, 10),
-}
-RESOLUTIONS = (256, 384, 512)  # long side in pixels; 512 is the paper's

@@ -28,6 +28,21 @@ SOURCES = {
 CLICK_MODES = ("object", "background")  # what a click adds: label 1 or label 0
 POINT_COLORS = {1: (22, 163, 74), 0: (220, 38, 38)}  # by label: green on the object, red off it
 REGION_COLORS = ((255, 45, 85), (45, 140, 255))  # the first region red, the second blue
+# The first region's tint on a red object, where red would not stand out (a red sofa): cyan,
+# red's complement. "Red" is a region whose mean red exceeds its green and blue by REDDISH.
+CYAN = (0, 200, 220)
+REDDISH = 60
+
+
+def first_region_tint(shown: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
+    """The tint of the mask in use on ``shown``: red, or cyan on a red object, so that the mask
+    is visible on any object."""
+    if not mask.any():
+        return REGION_COLORS[0]
+    red, green, blue = shown[mask].reshape(-1, 3).mean(0)
+    return CYAN if red - max(green, blue) > REDDISH else REGION_COLORS[0]
+
+
 ADD_RGBA = (255, 45, 85, 153)  # the brush's "add" colour, #ff2d55 at 60%
 REMOVE_RGBA = (45, 140, 255, 153)  # its "remove" colour, #2d8cff at 60%
 
@@ -283,14 +298,16 @@ def _at(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def render(state: MaskState, shown: np.ndarray, *, points: bool = True) -> np.ndarray:
-    """The canvas: the shown photo with the mask in use tinted red and outlined, the second
-    region's in blue, and the clicks as green (object) and red (background) dots."""
+    """The canvas: the shown photo with the mask in use tinted and outlined (red, or a colour
+    that stands out from a red-ish region: ``first_region_tint``), the second region's in blue,
+    and the clicks as green (object) and red (background) dots."""
     out = shown
     h, w = shown.shape[:2]
-    for mask, colour in ((state.mask, REGION_COLORS[0]), (_region2(state), REGION_COLORS[1])):
+    for first, mask in ((True, state.mask), (False, _region2(state))):
         if mask is not None:
             small = _at(mask, (h, w))
             if small.any():
+                colour = first_region_tint(shown, small) if first else REGION_COLORS[1]
                 out = images.mask_overlay(out, small, color=colour)
     if not points or not state.points:
         return out if out is not shown else shown.copy()

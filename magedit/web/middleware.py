@@ -21,6 +21,7 @@ from typing import Any
 
 from magedit.web.admission import address
 from magedit.web.limits import DIRECT_PER_ADDRESS, MAX_BODY_BYTES, UPLOAD_BYTES, UPLOAD_WINDOW
+from magedit.web.services import log
 
 # Requests whose body is an upload: Gradio's file upload and its component server (the brush).
 UPLOAD_PATHS = ("/upload", "/component_server")
@@ -130,6 +131,7 @@ class _Request:
 
 
 async def _refuse(send: Any, status: int, message: str) -> None:
+    log(f"HTTP {status}: {message}")
     body = json.dumps({"detail": message}).encode()
     await send(
         {
