@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES, SD14_MODEL, default_model
-from magedit.errors import Says, say
+from magedit.controls import say
+from magedit.errors import Says
 from magedit.web.limits import MAX_FILE_SIZE, TIME_LIMIT
 
 # Results are written here under generated names; Gradio copies what a handler returns into its
@@ -147,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         time_limit=args.time_limit,
         trust_forwarded=args.behind_proxy,
         more_pipelines=[(lambda other=other: other) for other in more],
+        load_clip=lambda: loading.report_clip(args.tiny, str(pipe.device)),
     )
     demo.launch(**launch_options(args))
 

@@ -32,15 +32,17 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from magedit import images, piebench
+from magedit import config as engine_config
+from magedit import images, piebench, report
 from magedit.config import EditConfig, config_from
+from magedit.dataset import Item, default_assets
 from magedit.errors import InputError, MissingFile
 from magedit.files import write_bytes, write_image
 
@@ -65,6 +67,18 @@ RUN_KEYS = (
     "clip_model",
     "dino_model",
 )
+# The edit report's figures (report.EditReport) each row carries: outside the mask for the
+# composited result and the raw decode, and the edit words' in-mask ratio before and after MAG.
+REPORT_COLUMNS = (
+    "psnr_outside",
+    "ssim_outside",
+    "changed_outside",
+    "raw_psnr_outside",
+    "raw_ssim_outside",
+    "raw_changed_outside",
+    "ratio_before",
+    "ratio_after",
+)
 FIELDS = [
     "item",
     "method",
@@ -73,8 +87,7 @@ FIELDS = [
     "coverage",
     "clip",
     "dino",
-    "psnr_outside",
-    "ssim_outside",
+    *REPORT_COLUMNS,
     "attn_in_mask",
     "constraint_ratio",
     *piebench.METRICS,  # empty for our own format
@@ -98,26 +111,6 @@ FIELDS = [
     "rank",
     "finished",
 ]
-
-
-@dataclass(frozen=True)
-class Item:
-    """One dataset entry; ``image`` an absolute path, ``mask`` one or the mask itself (PIE-Bench's
-    are run-length encoded), ``line`` its place in the dataset's file. A PIE-Bench item also has
-    its ``category`` (editing_type_id) and ``eval_mask``, the mask its metrics use."""
-
-    id: str
-    image: Path
-    mask: Path | np.ndarray
-    source: str
-    target: str
-    words: tuple[str, ...]
-    type: str
-    negative_word: str | None
-    phrase: str | None
-    line: int
-    category: str = ""
-    eval_mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,10 +153,8 @@ def method_config(
         changes["constraint"] = "token_ratio"
     elif method == "magedit-sr":
         changes["constraint"] = "spatial_ratio"
-    elif method == "p2p-blend":
-        changes["max_iter"] = 0
-    elif method == "p2p":
-        changes.update(max_iter=0, blend_steps=0)  # blend_at(i) is never true with 0 steps
+    elif method in ("p2p-blend", "p2p"):
+        changes.update(engine_config.METHODS[method])
     else:
         _check_method_names([method])
     return config_from(edit_type, steps, **changes)
@@ -248,11 +239,6 @@ def _item(entry: Any, folder: Path, where: str, number: int) -> Item:
         phrase=entry.get("phrase") or None,
         line=number,
     )
-
-
-def default_assets() -> Path:
-    """The repository's ``assets/`` folder (next to the ``magedit`` package)."""
-    return Path(__file__).resolve().parent.parent / "assets"
 
 
 def make_sample(out: str | os.PathLike[str], assets: str | os.PathLike[str] | None = None) -> Path:
@@ -584,7 +570,7 @@ def run_bench(
     """
     from tqdm import tqdm
 
-    from magedit.evaluate import attention_in_mask, size_bucket, target_phrase
+    from magedit.evaluate import attention_in_mask, crop, size_bucket, target_phrase
     from magedit.pipeline import EditResult
     from magedit.prompts import STOPWORDS
 
@@ -693,9 +679,15 @@ def run_bench(
                 write_image(out / output, result.composited)
                 start = time.perf_counter()
                 ours = metrics.metrics if pie else metrics
-                scores = ours.measure(
-                    image, result.composited, mask, phrase, images.composite_band(image.shape)
-                )
+                # The edit's report (report.measure, as the page and the command line show it)
+                # gives the local CLIP score and every outside-the-mask figure; DINO is bench's.
+                evidence = report.measure(result, image, clip=ours.clip, phrase=phrase)
+                box = images.mask_bbox(mask)
+                scores = {
+                    "clip": evidence.clip_local,
+                    "dino": ours.dino.distance(crop(image, box), crop(result.composited, box)),
+                    **{name: getattr(evidence, name) for name in REPORT_COLUMNS},
+                }
                 if pie:
                     scores.update(
                         metrics.measure(

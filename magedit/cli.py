@@ -26,10 +26,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magedit import __version__, controls
-from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES, SD14_MODEL, TINY_QUICK, EditConfig
-from magedit.errors import is_out_of_memory, say
+from magedit.config import (
+    DEFAULT_SAM_MODEL,
+    METHOD_LABELS,
+    METHODS,
+    SAM_MODEL_TYPES,
+    SD14_MODEL,
+    TINY_QUICK,
+    EditConfig,
+)
+from magedit.controls import say
+from magedit.errors import is_out_of_memory
 from magedit.files import IMAGE_FORMATS, edit_phrase, result_name, write_bytes, write_image
 from magedit.loading import DTYPES, load_pipeline, load_segmenter, quiet_libraries
+from magedit.loading import report_clip as load_report_clip
 
 if TYPE_CHECKING:
     import numpy as np
@@ -108,7 +118,10 @@ def _add_edit(commands) -> None:
         description=(
             "Edit the masked region of a photo so that it matches the target prompt; every pixel "
             "outside the (slightly dilated) mask keeps its value. Tuning flags that are not given "
-            "keep the preset's values (without --preset: the paper's defaults)."
+            "keep the preset's values (without --preset: the paper's defaults). Beside the result "
+            "it writes OUT.report.json (what the edit did outside and inside the mask), "
+            "OUT.leakage.png (where the raw decode differs from the photo outside the mask) and "
+            "OUT.recipe.json (everything to replay it: --recipe)."
         ),
     )
     edit.set_defaults(func=run_edit)
@@ -123,13 +136,14 @@ def _add_edit(commands) -> None:
         help="the region to edit: an image, non-black pixels are inside (or give --point/--box)",
     )
     io_group.add_argument(
-        "--source", required=True, metavar="TEXT", help="a prompt describing the photo"
+        "--source",
+        metavar="TEXT",
+        help="a prompt describing the photo (required, but with --recipe)",
     )
     io_group.add_argument(
         "--target",
-        required=True,
         metavar="TEXT",
-        help="the same prompt with the edit, e.g. 'a green sofa'",
+        help="the same prompt with the edit, e.g. 'a green sofa' (required, but with --recipe)",
     )
     io_group.add_argument(
         "--out",
@@ -148,6 +162,19 @@ def _add_edit(commands) -> None:
         help="write a JSON record of the run (config, prompts, losses, timings)",
     )
     io_group.add_argument("--quiet", action="store_true", help="no progress bars")
+    io_group.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the prompt-to-prompt baselines (with and without the latent blend) on the "
+        "same inversion and mask: one image per method and a side-by-side sheet (OUT-compare.png)",
+    )
+    io_group.add_argument(
+        "--recipe",
+        metavar="FILE",
+        help="replay a recipe (the OUT.recipe.json every edit writes) on --image, the recipe's "
+        "photo: its prompts, words, mask and settings; the same model, device and dtype give the "
+        "same PNG, byte for byte",
+    )
 
     clicks = edit.add_argument_group(
         "region from clicks, instead of --mask (Segment Anything; pixels from the top-left corner)"
@@ -497,13 +524,145 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    """``magedit edit``: check every input, load the model, invert, edit, write the outputs."""
+    """``magedit edit``: check every input, load the model, invert, edit (and with --compare the
+    baselines), write the result, its report, leakage map and recipe."""
     start = time.perf_counter()
     # 1. Check inputs that need no model, quickest first: paths, numbers, the text (with the
-    #    model's tokenizer alone), the image and the mask.
+    #    model's tokenizer alone), the image and the mask (or the recipe that holds them).
+    if not args.recipe and (not args.source or not args.target):
+        raise UsageError("give --source and --target (the prompts), or --recipe FILE")
     image_path = _input_path(args.image, "--image")
-    mask_path = _input_path(args.mask, "--mask") if args.mask is not None else None
-    out = _output_path(args.out, "--out") if args.out else None  # None: named after the edit
+    out, raw, log = _edit_outputs(args)
+    recipe = _read_recipe(args) if args.recipe else None
+    mask_path = None
+    if recipe is None:
+        mask_path = _check_edit_flags(args)
+        config = build_config(args)
+        check_text(args, config)
+    from magedit import images
+
+    image = images.load_image(image_path)
+    segmented = None
+    if recipe is not None:
+        recipe.check(image, recipe.model)  # the photo now; the model once it is loaded
+    elif mask_path is not None:
+        mask = _fitted_mask(args, images.load_mask(mask_path), image)
+    else:
+        mask, segmented = _segmented_mask(args, image)
+
+    # 2. Load the model (cached per process); check the prompts, words and mask with it, once,
+    #    before the (possibly long) inversion.
+    quick = tiny_quick(args) if recipe is None else {}
+    if quick:
+        chosen = ", ".join(f"{controls.word(name, 'cli')} {value}" for name, value in quick.items())
+        print(
+            f"{PROG}: --tiny runs quick settings: {chosen} (give those flags to change them)",
+            file=sys.stderr,
+        )
+    load_start = time.perf_counter()
+    pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
+    load_seconds = time.perf_counter() - load_start
+    if recipe is not None:
+        prepared = recipe.prepare(pipe, image)
+    else:
+        prepared = pipe.prepare(
+            image,
+            args.source,
+            args.target,
+            mask,
+            args.words,
+            negative_word=args.negative_word,
+            negative_prompt=args.negative_prompt,
+            config=config,
+        )
+    while out is None or (not args.out and out.exists()):
+        out = Path(result_name(edit_phrase(prepared)))  # a new name, never another's file
+    if args.tiny:
+        print(
+            f"{PROG}: warning: --tiny uses random, untrained weights; the output is noise",
+            file=sys.stderr,
+        )
+
+    # 3. Invert (one bar), then edit (one bar over the denoising steps per method).
+    from tqdm import tqdm
+
+    bar = functools.partial(tqdm, file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    config = prepared.config
+    with _LazyBar(bar, desc=f"inversion ({config.inversion})", unit="step") as inversion_bar:
+        inversion = pipe.invert(prepared, progress=inversion_bar.update_to)
+    methods = list(METHODS) if args.compare else ["magedit"]
+    results, denoise = {}, []
+    for method in methods:
+        label = METHOD_LABELS[method] if args.compare else "edit"
+        results[method], steps = _edit_steps(
+            pipe, prepared.as_method(method), inversion, bar, label
+        )
+        if method == "magedit":
+            denoise = steps
+    result = results["magedit"]
+
+    # 4. Write the outputs, each atomically: the result, its report, leakage map and recipe.
+    from magedit import report
+    from magedit.recipe import Recipe
+
+    write_image(out, result.composited)
+    if raw is not None:
+        write_image(raw, result.image)
+    clip, note = load_report_clip(args.tiny, str(pipe.device))
+    reports = {m: report.measure(r, prepared.original, clip, note) for m, r in results.items()}
+    written = [out]
+    for suffix, content in (
+        (".report.json", json.dumps({m: r.to_dict() for m, r in reports.items()}, indent=2)),
+        (".recipe.json", Recipe.of(prepared, pipe.model_id).to_json()),
+    ):
+        written.append(out.with_suffix(suffix))
+        write_bytes(written[-1], content.encode())
+    written.append(out.with_suffix(".leakage.png"))
+    write_image(written[-1], report.leakage_map(result, prepared.original))
+    if args.compare:
+        panels = [("photo", prepared.original)]
+        for method, edited in results.items():
+            if method != "magedit":
+                written.append(out.with_name(f"{out.stem}-{method}{out.suffix}"))
+                write_image(written[-1], edited.composited)
+            seconds = edited.timings["editing"] + edited.timings["decode"]
+            panels.append((f"{METHOD_LABELS[method]} · {seconds:.1f} s", edited.composited))
+        written.append(out.with_name(f"{out.stem}-compare.png"))
+        write_image(written[-1], report.side_by_side(panels))
+    # This run's times: the result's say what the edit spent (a cached inversion: 0 s).
+    timings = {"load": load_seconds, **result.timings, "total": time.perf_counter() - start}
+    if log is not None:
+        record = _log_record(args, pipe, result, denoise, timings, out, raw, segmented)
+        record["report"] = {m: r.to_dict() for m, r in reports.items()}
+        write_bytes(log, (json.dumps(record, indent=2) + "\n").encode())
+    if not args.quiet:
+        for method, said in reports.items():
+            name = f"{METHOD_LABELS[method]}: " if args.compare else ""
+            print(f"{PROG}: {name}{report_line(said)}", file=sys.stderr)
+    cached = " (inversion cached)" if result.inversion_cached else ""
+    spent = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
+    print(f"{out}  {spent}{cached}")
+    return EXIT_OK
+
+
+def report_line(said: Any) -> str:
+    """An edit's report in one line (``report.EditReport``)."""
+    clip = (
+        f"CLIP {said.clip_local:.1f} local, {said.clip_whole:.1f} whole"
+        if said.clip_local is not None
+        else f"CLIP: not measured ({said.clip_note})"
+    )
+    return (
+        f"outside the mask the result is the photo ({said.changed_outside} pixels changed); the "
+        f"raw decode: PSNR {said.raw_psnr_outside:.1f} dB, {said.raw_changed_outside} pixels "
+        f"changed. In the mask the {said.ratio_name} went {said.ratio_before:.4f} -> "
+        f"{said.ratio_after:.4f}. {clip}"
+    )
+
+
+def _edit_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None, Path | None]:
+    """--out (None: named after the edit), --raw and --log, checked before any work."""
+    out = _output_path(args.out, "--out") if args.out else None
     raw = _output_path(args.raw, "--raw") if args.raw else None
     log = Path(args.log).expanduser() if args.log else None
     if log is not None and log.is_dir():
@@ -512,6 +671,32 @@ def run_edit(args: argparse.Namespace) -> int:
     for flag, path in named:
         if out is not None and path == out.resolve():
             raise UsageError(f"{flag} and --out name the same file '{args.out}'")
+    return out, raw, log
+
+
+# The edit's own inputs, which a recipe holds: refused beside --recipe.
+RECIPE_HOLDS = ("mask", "point", "negative", "box", "source", "target", "words", "negative_word",
+                "negative_prompt")  # fmt: skip
+
+
+def _read_recipe(args: argparse.Namespace) -> Any:
+    """The --recipe file, read strictly, with no flag beside it that it would override."""
+    from magedit.recipe import MAX_BYTES, Recipe
+
+    given = [f"--{name.replace('_', '-')}" for name in RECIPE_HOLDS if getattr(args, name)]
+    given += [c.flag for c in controls.CLI_SETTINGS if getattr(args, c.name) is not None]
+    if given:
+        raise UsageError(
+            f"--recipe holds the edit's prompts, words, mask and settings; leave out {', '.join(given)}"
+        )
+    path = _input_path(args.recipe, "--recipe")
+    if path.stat().st_size > MAX_BYTES:
+        raise UsageError(f"--recipe '{args.recipe}' is over {MAX_BYTES} bytes: not a recipe")
+    return Recipe.from_json(path.read_bytes())
+
+
+def _check_edit_flags(args: argparse.Namespace) -> Path | None:
+    """The prompts and the region's flags of an edit without a recipe; the mask file's path."""
     if args.negative_prompt is not None and not args.negative_word:
         raise UsageError("--negative-prompt needs --negative-word (the word it holds)")
     clicked = bool(args.point or args.negative or args.box)
@@ -529,90 +714,60 @@ def run_edit(args: argparse.Namespace) -> int:
         raise UsageError(
             "--sam-checkpoint does not go with --tiny (random weights for every model)"
         )
-    config = build_config(args)
-    check_text(args, config)
+    return _input_path(args.mask, "--mask") if args.mask is not None else None
+
+
+def _fitted_mask(args: argparse.Namespace, mask: Any, image: Any) -> Any:
+    """The --mask at the photo's size: as it is, scaled when it has the photo's shape (and said
+    so), refused with both sizes otherwise."""
     from magedit import images
 
-    image = images.load_image(image_path)
-    segmented = None
-    if mask_path is not None:
-        mask = images.load_mask(mask_path)
-        if mask.shape != image.shape[:2]:
-            (mh, mw), (ph, pw) = mask.shape, image.shape[:2]
-            try:
-                mask = images.load_mask(mask, size=(ph, pw))  # the photo's shape, or refused
-            except ValueError as error:
-                raise UsageError(f"--mask: {error}") from None
-            if not args.quiet:
-                print(
-                    f"{PROG}: the mask ({mw}x{mh}) has the photo's shape: scaled to {pw}x{ph}",
-                    file=sys.stderr,
-                )
-    else:
-        points, labels = _check_clicks(args, image.shape[:2])
-        quiet_libraries()
-        candidates = segment_image(args, image, points, labels, args.dtype)
-        chosen = candidates[args.candidate - 1]
-        mask = chosen.mask
-        segmented = {
-            "points": args.point,
-            "negative": args.negative,
-            "box": args.box,
-            "sam_model": "tiny" if args.tiny else args.sam_model,
-            "candidate": args.candidate,
-            "score": chosen.score,
-            "coverage": chosen.coverage,
-        }
-        if not args.quiet:
-            print(
-                f"{PROG}: Segment Anything mask {args.candidate} of {len(candidates)}: score "
-                f"{chosen.score:.3f}, covers {chosen.coverage:.1%} of the image",
-                file=sys.stderr,
-            )
-
-    # 2. Load the model (cached per process); check the prompts, words and mask with it, once,
-    #    before the (possibly long) inversion.
-    quick = tiny_quick(args)
-    if quick:
-        chosen = ", ".join(f"{controls.word(name, 'cli')} {value}" for name, value in quick.items())
+    if mask.shape == image.shape[:2]:
+        return mask
+    (mh, mw), (ph, pw) = mask.shape, image.shape[:2]
+    try:
+        mask = images.load_mask(mask, size=(ph, pw))  # the photo's shape, or refused
+    except ValueError as error:
+        raise UsageError(f"--mask: {error}") from None
+    if not args.quiet:
         print(
-            f"{PROG}: --tiny runs quick settings: {chosen} (give those flags to change them)",
+            f"{PROG}: the mask ({mw}x{mh}) has the photo's shape: scaled to {pw}x{ph}",
             file=sys.stderr,
         )
-    from tqdm import tqdm
+    return mask
 
+
+def _segmented_mask(args: argparse.Namespace, image: Any) -> tuple[Any, dict[str, Any]]:
+    """The mask Segment Anything makes of the clicks, and what to log of it."""
+    points, labels = _check_clicks(args, image.shape[:2])
+    quiet_libraries()
+    candidates = segment_image(args, image, points, labels, args.dtype)
+    chosen = candidates[args.candidate - 1]
+    if not args.quiet:
+        print(
+            f"{PROG}: Segment Anything mask {args.candidate} of {len(candidates)}: score "
+            f"{chosen.score:.3f}, covers {chosen.coverage:.1%} of the image",
+            file=sys.stderr,
+        )
+    return chosen.mask, {
+        "points": args.point,
+        "negative": args.negative,
+        "box": args.box,
+        "sam_model": "tiny" if args.tiny else args.sam_model,
+        "candidate": args.candidate,
+        "score": chosen.score,
+        "coverage": chosen.coverage,
+    }
+
+
+def _edit_steps(pipe, prepared, inversion, bar, label: str) -> tuple[Any, list[dict[str, float]]]:
+    """Run one edit with a progress bar over its steps: (the EditResult, each step's numbers)."""
     from magedit.pipeline import EditResult
 
-    load_start = time.perf_counter()
-    pipe = load_pipeline(args.model, args.device, args.dtype, args.tiny)
-    load_seconds = time.perf_counter() - load_start
-    prepared = pipe.prepare(
-        image,
-        args.source,
-        args.target,
-        mask,
-        args.words,
-        negative_word=args.negative_word,
-        negative_prompt=args.negative_prompt,
-        config=config,
-    )
-    while out is None or (not args.out and out.exists()):
-        out = Path(result_name(edit_phrase(prepared)))  # a new name, never another's file
-    if args.tiny:
-        print(
-            f"{PROG}: warning: --tiny uses random, untrained weights; the output is noise",
-            file=sys.stderr,
-        )
-
-    # 3. Invert (one bar), then edit (one bar over the denoising steps).
-    bar = functools.partial(tqdm, file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
-    with _LazyBar(bar, desc=f"inversion ({config.inversion})", unit="step") as inversion_bar:
-        inversion = pipe.invert(prepared, progress=inversion_bar.update_to)
     result = None
     denoise: list[dict[str, float]] = []
-    events = pipe.edit(prepared, inversion)
-    with bar(total=config.steps, desc="edit", unit="step") as edit_bar:
-        for item in events:
+    with bar(total=prepared.config.steps, desc=label, unit="step") as edit_bar:
+        for item in pipe.edit(prepared, inversion):
             if isinstance(item, EditResult):
                 result = item
             elif item.phase == "guidance":
@@ -635,20 +790,7 @@ def run_edit(args: argparse.Namespace) -> int:
                 edit_bar.update(1)
     if result is None:
         raise RuntimeError("MagEditPipeline.edit ended without an EditResult")
-
-    # 4. Write the outputs, each atomically.
-    write_image(out, result.composited)
-    if raw is not None:
-        write_image(raw, result.image)
-    # This run's times: the result's say what the edit spent (a cached inversion: 0 s).
-    timings = {"load": load_seconds, **result.timings, "total": time.perf_counter() - start}
-    if log is not None:
-        record = _log_record(args, pipe, result, denoise, timings, out, raw, segmented)
-        write_bytes(log, (json.dumps(record, indent=2) + "\n").encode())
-    cached = " (inversion cached)" if result.inversion_cached else ""
-    spent = "  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
-    print(f"{out}  {spent}{cached}")
-    return EXIT_OK
+    return result, denoise
 
 
 # ----------------------------------------------------------------------------------------------
@@ -864,7 +1006,7 @@ def check_text(args: argparse.Namespace, config: EditConfig) -> None:
 def build_config(args: argparse.Namespace) -> EditConfig:
     """The settings flags given, over the preset's (without --preset: the paper's defaults),
     rescaled to ``--steps``; with --tiny the quick settings for the flags not given
-    (``controls.config_from_values``). Errors name the flag (``errors.say``)."""
+    (``controls.config_from_values``). Errors name the flag (``controls.say``)."""
     given = {c.name: getattr(args, c.name, None) for c in controls.CLI_SETTINGS}
     values = {name: value for name, value in given.items() if value is not None}
     return controls.config_from_values(values, tiny=getattr(args, "tiny", False))

@@ -218,6 +218,24 @@ def preset(name: str, **overrides: Any) -> EditConfig:
     return PRESETS[name].replace(**overrides)
 
 
+# The engine's methods, as `magedit bench` and the compare mode run them: MAG-Edit as configured,
+# and the baselines on the same inversion, mask and schedule: prompt-to-prompt with the latent
+# blend (MAX_IT = 0: no guidance) and without it (nothing outside the mask is restored either).
+METHODS: dict[str, dict[str, Any]] = {
+    "magedit": {},
+    "p2p-blend": {"max_iter": 0},
+    "p2p": {"max_iter": 0, "blend_steps": 0},  # blend_at(i) is never true with 0 steps
+}
+METHOD_LABELS = {"magedit": "MAG-Edit", "p2p-blend": "P2P + latent blend", "p2p": "P2P"}
+
+
+def method_variant(config: EditConfig, method: str) -> EditConfig:
+    """``config`` as ``method`` (a key of METHODS) runs it."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    return config.replace(**METHODS[method])
+
+
 # --tiny means quick: random weights give noise whatever the settings, so the page and the
 # command line run a few seconds' worth on a CPU instead of the paper's many minutes (a 512-px
 # null-text edit of 50 steps and 15 iterations ran over 11 minutes on a 2-core CPU).

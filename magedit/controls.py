@@ -32,7 +32,7 @@ from magedit.config import (
     EditConfig,
     config_from,
 )
-from magedit.errors import InputError, InputErrors
+from magedit.errors import PLACEHOLDER, InputError, InputErrors, Says, one_line
 
 FACES = ("library", "cli", "page", "api")
 
@@ -288,6 +288,7 @@ INPUTS: tuple[Input, ...] = (
     Input("sam_checkpoint", None, "--sam-checkpoint", None),
     Input("clip_model", None, "--clip-model", None),
     Input("dino_model", None, "--dino-model", None),
+    Input("recipe", "recipe", "--recipe", "Recipe"),
     Input("dataset", None, "DATASET", None),
     Input("make_sample", None, "--make-sample", None),
     Input("out", None, "--out", None),
@@ -308,18 +309,22 @@ def word(field: str, face: str) -> str:
     return found or field
 
 
-_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
-
-
-def say(message: str, face: str = "library") -> str:
-    """``message`` with each ``{field}`` of a known setting or input in ``face``'s words."""
+def say(message: str | BaseException, face: str = "library") -> str:
+    """A message (or an error) in one line, with each ``{field}`` of a known setting or input in
+    ``face``'s words (``errors.Says``); other errors as they are."""
+    if isinstance(message, InputErrors):
+        return "; ".join(say(error, face) for error in message.errors)
+    if isinstance(message, BaseException):
+        if not isinstance(message, Says):
+            return one_line(message)
+        message = message.template
 
     def name(match: re.Match) -> str:
         field = match.group(1)
         known = field in BY_FIELD or field in INPUT_BY_FIELD
         return word(field, face) if known else match.group(0)
 
-    return _PLACEHOLDER.sub(name, message)
+    return one_line(PLACEHOLDER.sub(name, message))
 
 
 def config_from_values(values: Mapping[str, Any], tiny: bool = False) -> EditConfig:

@@ -7,6 +7,7 @@ page and the command line turn these into one line each, with the same rules.
 
 from __future__ import annotations
 
+import re
 import sys
 
 
@@ -24,20 +25,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
 class Says:
-    """An error whose message names inputs and settings as ``{field}`` placeholders: ``say(face)``
-    writes each face's word for them (``controls.say``: a flag on the command line, a label on
-    the page, a parameter in the API) and ``str()`` the library's (the field itself)."""
+    """An error whose message names inputs and settings as ``{field}`` placeholders. ``str()``
+    writes the library's word for them (the field itself); ``controls.say(error, face)`` each
+    face's own (a flag on the command line, a label on the page, a parameter in the API)."""
 
     template: str
 
-    def say(self, face: str = "library") -> str:
-        from magedit.controls import say
-
-        return say(self.template, face)
-
     def __str__(self) -> str:
-        return self.say("library")
+        return PLACEHOLDER.sub(lambda match: match.group(1), self.template)
 
 
 class InputError(Says, ValueError):
@@ -65,24 +64,14 @@ class MissingFile(Says, FileNotFoundError):
 
 class InputErrors(ValueError):
     """Several refused inputs at once (e.g. every setting out of range): ``errors``, each an
-    InputError. ``str()`` and ``say(face)`` join their messages."""
+    InputError. ``str()`` joins their messages."""
 
     def __init__(self, errors: list[InputError]):
         super().__init__("; ".join(e.template for e in errors))
         self.errors = list(errors)
 
-    def say(self, face: str = "library") -> str:
-        return "; ".join(e.say(face) for e in self.errors)
-
     def __str__(self) -> str:
-        return self.say("library")
-
-
-def say(error: BaseException, face: str) -> str:
-    """One line for ``error`` in ``face``'s words (placeholders filled in where it has them)."""
-    if isinstance(error, Says | InputErrors):
-        return one_line(error.say(face))
-    return one_line(error)
+        return "; ".join(str(e) for e in self.errors)
 
 
 class blame:  # noqa: N801 (used as ``with blame("target_prompt"):``)

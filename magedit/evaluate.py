@@ -357,7 +357,8 @@ class DinoStructure:
 
 
 class Metrics:
-    """Every metric of one edited image, with the models loaded once."""
+    """The model-based metrics (CLIP and DINO), loaded once; ``report.measure`` and ``bench``
+    read them."""
 
     def __init__(self, clip: ClipScorer, dino: DinoStructure):
         self.clip, self.dino = clip, dino
@@ -376,23 +377,3 @@ class Metrics:
         return cls(
             ClipScorer.from_pretrained(clip, device), DinoStructure.from_pretrained(dino, device)
         )
-
-    def measure(
-        self,
-        source: np.ndarray,
-        edited: np.ndarray,
-        mask: np.ndarray,
-        phrase: str,
-        band_px: int = 0,
-    ) -> dict[str, float]:
-        """Local CLIP score (x100), DINO distance, PSNR (dB) and SSIM outside the mask grown by
-        ``band_px`` pixels. ``source``/``edited``: HWC uint8 of one size; ``mask``: (H, W) bool."""
-        _check_pair(source, edited, mask)
-        box = images.mask_bbox(mask)
-        source_crop, edited_crop = crop(source, box), crop(edited, box)
-        return {
-            "clip": self.clip.score(edited_crop, phrase),
-            "dino": self.dino.distance(source_crop, edited_crop),
-            "psnr_outside": psnr_outside(source, edited, mask, band_px),
-            "ssim_outside": ssim_outside(source, edited, mask, band_px),
-        }

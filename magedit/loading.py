@@ -218,6 +218,40 @@ def load_segmenter(
     )
 
 
+@functools.lru_cache(maxsize=4)
+def report_clip(tiny: bool = False, device: str = "cpu") -> tuple[Any, str]:
+    """The CLIP scorer of the edit reports (``report.measure``), once per process: (scorer, "")
+    when CLIP ViT-L/14 is on this machine ($MAGEDIT_CLIP_MODEL: another id or a local folder),
+    else (None, why). Never downloads: a report must not fetch 1.7 GB behind a visitor's back.
+    With ``tiny`` there is none: a random-weight CLIP's score would mean nothing."""
+    import os
+
+    from magedit import hub
+    from magedit.evaluate import CLIP_MODEL, ClipScorer
+
+    if tiny:
+        return (
+            None,
+            "the offline demo's models have random weights, so a CLIP score would mean nothing",
+        )
+    name = os.environ.get("MAGEDIT_CLIP_MODEL") or CLIP_MODEL
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        folder = None if hub.is_local(name) else hub.cached_snapshot(name)
+    if folder is None:
+        return None, (
+            f"CLIP ({name}) is not on this machine: download it once into the Hugging Face cache "
+            "(or set MAGEDIT_CLIP_MODEL to a local folder) to see the CLIP scores"
+        )
+    quiet_libraries()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ClipScorer.from_pretrained(str(folder), device), ""
+    except (OSError, ValueError) as error:
+        return None, f"CLIP ({name}) could not be loaded ({_reason(error)})"
+
+
 @functools.lru_cache(maxsize=2)
 def load_metrics(
     clip: str | None = None, dino: str | None = None, device: str = "cpu", tiny: bool = False

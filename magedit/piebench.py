@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from magedit import images
+from magedit.dataset import Item, default_assets
 
 if TYPE_CHECKING:
-    from magedit.bench import Item
     from magedit.evaluate import Metrics
 
 MAPPING_FILE = "mapping_file.json"
@@ -215,7 +215,6 @@ def items(entries: Sequence[Entry]) -> list[Item]:
     """The entries as the runner's items: the type's preset, the annotated region (without the
     border rule) as the mask to edit, the bracketed words as edit words (none: the words the
     target adds), the blended word's target half as the CLIP phrase of our own metric."""
-    from magedit.bench import Item
 
     out = []
     for number, entry in enumerate(entries, 1):
@@ -432,7 +431,6 @@ def make_sample(out: str | os.PathLike[str], assets: str | os.PathLike[str] | No
     brackets in the original prompt), a 12-digit id. Returns the mapping file's path."""
     from PIL import Image
 
-    from magedit.bench import default_assets
     from magedit.files import write_bytes
 
     assets = Path(assets) if assets is not None else default_assets()

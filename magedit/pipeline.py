@@ -23,7 +23,7 @@ import torch
 
 from magedit import images, prompts
 from magedit.attention import CallPlan, EarlyExit, install
-from magedit.config import EditConfig, default_model
+from magedit.config import EditConfig, default_model, method_variant
 from magedit.errors import InputError, blame
 from magedit.graphs import CapturedGradient, CapturedStep
 from magedit.guidance import (
@@ -114,10 +114,11 @@ class EditResult:
     words: list[list[str]]
     negative_word: str | None
     timings: dict[str, float]
-    losses: list[dict[str, float]]
+    losses: list[dict[str, float]]  # per MAG iteration: step, iteration, loss, ratio, objective
     latents: torch.Tensor  # (1, 4, h, w) final edit latent z*_0
     source_latents: torch.Tensor  # (1, 4, h, w) final reconstruction latent z_0
     inversion_cached: bool = False
+    steps: list[dict[str, float]] = field(default_factory=list)  # per step: step, loss, ratio
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,11 @@ class PreparedEdit:
     def words(self) -> list[list[str]]:
         return [list(r.words) for r in self.regions]
 
+    def as_method(self, method: str) -> PreparedEdit:
+        """This edit as ``method`` runs it (``config.METHODS``: "magedit" as it is, or the
+        prompt-to-prompt baselines), on the same photo, mask, words and inversion."""
+        return dataclasses.replace(self, config=method_variant(self.config, method))
+
 
 @dataclass
 class _Plan:
@@ -186,6 +192,7 @@ class _Plan:
     stop_after: str | None
     t_now: torch.Tensor  # (1,) long: the current timestep, read by the captured MAG iterations
     losses: list[dict[str, float]] = field(default_factory=list)
+    steps: list[dict[str, float]] = field(default_factory=list)  # each denoising step's report
     # The MAG iteration of each (cross-injection, self-injection) setting, built at first use.
     gradients: dict[tuple[bool, bool], Gradient] = field(default_factory=dict)
     # The no-grad UNet calls of the denoising steps, one per call plan and batch, built at first use.
@@ -421,41 +428,57 @@ class MagEditPipeline:
         return [self.controller.collected[name] for name in names]
 
     # ------------------------------------------------------------------ inversion
-    def invert(
+    def invert(self, prepared: PreparedEdit, *, progress=None) -> Inversion:
+        """Invert a prepared edit's photo under its source prompt, with its settings (checked
+        already by ``prepare``); cached by (photo, prompt, method, steps, guidance, resolution,
+        model). ``progress(done, total)`` is called after each inversion step."""
+        if not isinstance(prepared, PreparedEdit):
+            raise ValueError(
+                f"invert() takes a PreparedEdit, got {type(prepared).__name__}; make one with "
+                "pipe.prepare(...), or invert a photo alone with pipe.invert_image(...)"
+            )
+        return self._invert(
+            prepared.original,
+            prepared.image,
+            prepared.image_key,
+            prepared.source_prompt,
+            prepared.config,
+            progress,
+        )
+
+    def invert_image(
         self,
         image: Any,
-        source_prompt: str | None = None,
-        method: str | None = None,
+        source_prompt: str,
         *,
         config: EditConfig | None = None,
         progress=None,
     ) -> Inversion:
-        """Invert a real image under its source prompt; cached by (image, prompt, method, steps,
-        guidance, resolution, model).
-
-        ``image`` is a :class:`PreparedEdit` (its photo, source prompt and config, checked
-        already) or a photo (anything ``images.load_image`` reads) with ``source_prompt``, both
-        checked here. ``progress(done, total)`` is called after each inversion step.
-        """
-        if isinstance(image, PreparedEdit):
-            if source_prompt is not None or method is not None or config is not None:
-                raise ValueError(
-                    "a PreparedEdit carries its own prompt and settings; pass it alone"
-                )
-            prepared = image
-            original, processed, key_hash = prepared.original, prepared.image, prepared.image_key
-            source_prompt, config = prepared.source_prompt, prepared.config
-        else:
-            config = config or EditConfig()
-            if method is not None:
-                config = config.replace(inversion=method)
+        """Invert a photo (anything ``images.load_image`` reads) under ``source_prompt``, with
+        ``config``'s inversion settings (default: the paper's null-text inversion), both checked
+        here; the same cache as ``invert``."""
+        config = config or EditConfig()
+        with blame("source_prompt"):
             source_prompt = prompts.check_prompt(
                 self.tokenizer, source_prompt, what="source prompt"
             )
+        with blame("image"):
             original = images.load_image(image)
-            size = images.processing_size(*original.shape[:2], long_side=config.resolution)
-            processed = images.resize_image(original, size)
-            key_hash = images.image_hash(original)
+        size = images.processing_size(*original.shape[:2], long_side=config.resolution)
+        processed = images.resize_image(original, size)
+        return self._invert(
+            original, processed, images.image_hash(original), source_prompt, config, progress
+        )
+
+    def _invert(
+        self,
+        original: np.ndarray,
+        processed: np.ndarray,
+        key_hash: str,
+        source_prompt: str,
+        config: EditConfig,
+        progress,
+    ) -> Inversion:
         method = config.inversion
         key = self._inversion_key(key_hash, source_prompt, config)
         cached = self.cache.get(key)
@@ -721,7 +744,7 @@ class MagEditPipeline:
         # The objective reads a copy of the plan without its graph caches: a CUDA graph of it
         # stored in ``plan.gradients`` must not reference the plan back (a reference cycle is
         # freed only by the cyclic collector, which must not free a graph during a capture).
-        plan = dataclasses.replace(plan, gradients={}, calls={}, losses=[])
+        plan = dataclasses.replace(plan, gradients={}, calls={}, losses=[], steps=[])
         config = plan.config
         reference = config.reference
 
@@ -963,6 +986,7 @@ class MagEditPipeline:
                 "decode": time.perf_counter() - decode_start,
             },
             losses=plan.losses,
+            steps=plan.steps,
             latents=z_edit,
             source_latents=z_source,
             inversion_cached=inversion.cached,
@@ -1092,6 +1116,8 @@ class MagEditPipeline:
                 )
             )
         loss = multi_region_loss(losses, [r.weight for r in plan.regions]) * config.scale
+        ratio = float(torch.stack(ratios).mean())
+        plan.steps.append({"step": i + 1, "loss": float(loss), "ratio": ratio})
         positions = [p for r in plan.regions for pos in r.positions for p in pos]
         lh, lw = z_edit.shape[-2:]
         ah, aw = lh >> plan.level, lw >> plan.level
@@ -1101,7 +1127,7 @@ class MagEditPipeline:
             step=i + 1,
             total=config.steps,
             loss=float(loss),
-            in_mask_ratio=float(torch.stack(ratios).mean()),
+            in_mask_ratio=ratio,
             preview=latents_to_rgb(z_edit),
             attention=normalize_map(heat.reshape(ah, aw).float().cpu().numpy()),
             elapsed=time.perf_counter() - start,

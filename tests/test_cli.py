@@ -90,7 +90,8 @@ def test_edit_writes_the_composite_the_raw_edit_and_the_log(files, tmp_path, cap
     band = images.dilate(scene_mask(H, W), images.composite_band((H, W)))
     assert np.array_equal(result[~band], photo[~band])
     assert np.asarray(Image.open(raw)).shape == (192, 256, 3)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["out.png"]  # no temp file left
+    written = sorted(p.name for p in out.parent.iterdir())  # no temp file left
+    assert written == ["out.leakage.png", "out.png", "out.recipe.json", "out.report.json"]
 
     record = json.loads(log.read_text())
     config = EditConfig.from_dict(record["config"])
@@ -216,7 +217,7 @@ def test_missing_arguments_are_one_line(capsys):
     assert cli.main(["edit", "--image", "x.png"]) == 2
     err = capsys.readouterr().err
     # --mask is not required: the region may come from --point/--box clicks instead.
-    assert err.count("\n") == 1 and err.endswith("required: --source, --target\n")
+    assert err == "magedit: error: give --source and --target (the prompts), or --recipe FILE\n"
     assert cli.main([]) == 2
     assert capsys.readouterr().err.startswith("magedit: error: ")
 
@@ -435,7 +436,7 @@ def test_tiny_means_quick_unless_told_otherwise(files, tmp_path, capsys, monkeyp
     )  # fmt: skip
     # The paper's schedule, scaled to 20 steps (tau1 10/50 -> 4).
     assert (config["tau1"], config["tau2"], config["blend_steps"]) == (4, 10, 6)
-    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    written = sorted(p.name for p in tmp_path.glob("*.png") if ".leakage" not in p.name)
     assert len(written) == 1 and written[0].startswith("green-sofa-"), written
     # A flag given wins, and only the others are chosen for the user.
     args += ["--steps", "5", "--inversion", "null_text", "--null-steps", "1"]
@@ -446,7 +447,7 @@ def test_tiny_means_quick_unless_told_otherwise(files, tmp_path, capsys, monkeyp
     )
     config = json.loads((tmp_path / "run.json").read_text())["config"]
     assert (config["steps"], config["inversion"], config["max_iter"]) == (5, "null_text", 3)
-    assert len(list(tmp_path.glob("green-sofa-*.png"))) == 2  # a new file, never the last one
+    assert len(list(tmp_path.glob("green-sofa-????.png"))) == 2  # a new file, never the last one
     # Real weights keep the paper's defaults.
     args = cli.build_parser().parse_args(["edit", "--image", "p.png", "--mask", "m.png",
                                           "--source", "a", "--target", "b"])  # fmt: skip
@@ -512,3 +513,62 @@ def test_a_mask_of_another_shape_is_refused_and_a_scaled_one_is_said(
     assert cli.main(args) == 0
     err = capsys.readouterr().err
     assert f"the mask ({2 * W}x{2 * H}) has the photo's shape: scaled to {W}x{H}" in err
+
+
+def test_every_edit_writes_its_report_leakage_map_and_recipe(files, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    assert cli.main(edit_args(files, out)) == 0
+    err = capsys.readouterr().err
+    said = json.loads((tmp_path / "out.report.json").read_text())["magedit"]
+    assert said["psnr_outside"] == "inf" and said["changed_outside"] == 0
+    assert said["raw_changed_outside"] > 0 and said["clip_local"] is None
+    assert "random weights" in said["clip_note"]
+    assert "outside the mask the result is the photo (0 pixels changed)" in err
+    leak = np.asarray(Image.open(tmp_path / "out.leakage.png"))
+    assert leak.shape == (H, W, 3)
+    recipe = json.loads((tmp_path / "out.recipe.json").read_text())
+    assert recipe["kind"] == "magedit-recipe" and recipe["source_prompt"] == SOURCE
+
+
+def test_compare_writes_one_image_per_method_and_a_sheet(files, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    assert cli.main(edit_args(files, out, "--compare", "--quiet")) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "out-compare.png", "out-p2p-blend.png", "out-p2p.png", "out.leakage.png", "out.png",
+        "out.recipe.json", "out.report.json",
+    ]  # fmt: skip
+    reports = json.loads((tmp_path / "out.report.json").read_text())
+    assert list(reports) == ["magedit", "p2p-blend", "p2p"]
+    sheet = np.asarray(Image.open(tmp_path / "out-compare.png"))
+    assert sheet.shape[1] > 4 * sheet.shape[0] * W / H * 0.8  # photo + three methods in a row
+    magedit, p2p = (np.asarray(Image.open(tmp_path / n)) for n in ("out.png", "out-p2p-blend.png"))
+    assert not np.array_equal(magedit, p2p)
+
+
+def test_a_recipe_replays_the_edit_byte_for_byte(files, tmp_path, capsys):
+    first = tmp_path / "first.png"
+    assert cli.main(edit_args(files, first, "--quiet", "--words", "green")) == 0
+    again = tmp_path / "again.png"
+    args = ["edit", "--tiny", "--image", str(files / "photo.png"), "--recipe",
+            str(tmp_path / "first.recipe.json"), "--out", str(again), "--quiet"]  # fmt: skip
+    assert cli.main(args) == 0
+    assert again.read_bytes() == first.read_bytes()
+    capsys.readouterr()
+    # Another photo: refused in words, naming what differs, before the model loads.
+    other = tmp_path / "other.png"
+    Image.fromarray(scene(H, W)[::-1].copy()).save(other)
+    args[3] = str(other)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "the photo is not the recipe's" in err and "give the recipe's photo" in err
+    # The recipe holds the edit: flags that would override it are refused.
+    args[3] = str(files / "photo.png")
+    assert cli.main([*args, "--steps", "8", "--words", "sofa"]) == 2
+    assert "leave out --words, --steps" in capsys.readouterr().err
+    # A hostile file is refused in words.
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "magedit-recipe", "extra": 1}))
+    args[5] = str(bad)
+    assert cli.main(args) == 2
+    assert "magedit: error: the recipe's keys are wrong" in capsys.readouterr().err

@@ -110,6 +110,12 @@ def test_edit_with_the_segmented_mask_changes_only_the_region(edited, segmented,
     settings = next(o for o in edited if isinstance(o, dict) and "source prompt" in o)
     assert settings["source prompt"] == SOURCE and "seed" not in settings
     assert settings["edit words"] == ["blue"]
+    # The report and the recipe come with every API result (issue 23).
+    said = settings["report"]["magedit"]
+    assert said["psnr_outside"] == "inf" and said["changed_outside"] == 0
+    assert said["raw_changed_outside"] > 0 and said["clip_local"] is None
+    assert settings["recipe"]["kind"] == "magedit-recipe"
+    assert settings["recipe"]["source_prompt"] == SOURCE
 
 
 def test_the_same_edit_again_gives_the_same_bytes(client, edited, segmented, photo_path, photo):

@@ -8,6 +8,7 @@ from conftest import SOURCE, TARGET, scene, scene_mask
 
 from magedit import EditConfig
 from magedit.attention import CallPlan
+from magedit.controls import say
 
 H, W = 192, 256  # processing size at resolution 256: latent 24x32
 
@@ -144,7 +145,7 @@ def test_channels_last_gives_the_same_edit(pipe64, photo, region):
     # inversion carry that rounding to several 1e-3 on the final latent of this random-weight model.)
     assert torch.allclose(fast.latents, plain.latents, rtol=0, atol=1e-5)
     # The memory format does not key the inversion cache.
-    assert pipe64.invert(photo, SOURCE, config=cfg).cached
+    assert pipe64.invert_image(photo, SOURCE, config=cfg).cached
     edit(pipe64, photo, region, cfg)
     assert pipe64.unet.conv_in.weight.is_contiguous()
 
@@ -222,7 +223,7 @@ def test_cli_flags_set_the_speed_options():
     assert parse("--no-channels-last").channels_last is False
     with pytest.raises(ValueError) as refused:
         parse("--early-stop", "2")
-    assert refused.value.say("cli") == (
+    assert say(refused.value, "cli") == (
         "--early-stop is 2, out of range; give a number from 0 to 0.99"
     )
 

@@ -141,7 +141,7 @@ def test_without_guidance_it_is_prompt_to_prompt_with_blend(tiny_pipe, photo, re
 
 def test_direct_inversion_reconstructs_exactly(tiny_pipe, photo, region):
     cfg = config(max_iter=0)
-    inversion = tiny_pipe.invert(photo, SOURCE, config=cfg)
+    inversion = tiny_pipe.invert_image(photo, SOURCE, config=cfg)
     _, result = run(tiny_pipe, photo, region, cfg)
     assert torch.equal(result.source_latents, inversion.trajectory[0])
 
@@ -150,7 +150,7 @@ def test_null_text_reconstructs_better_than_ddim(tiny_pipe, photo, region):
     errors = {}
     for method in ("ddim", "null_text"):
         cfg = config(inversion=method, max_iter=0)
-        inversion = tiny_pipe.invert(photo, SOURCE, config=cfg)
+        inversion = tiny_pipe.invert_image(photo, SOURCE, config=cfg)
         _, result = run(tiny_pipe, photo, region, cfg)
         errors[method] = float((result.source_latents - inversion.trajectory[0]).pow(2).mean())
     assert errors["null_text"] < 0.9 * errors["ddim"], errors
@@ -160,18 +160,18 @@ def test_inversion_is_cached(tiny_pipe, photo):
     cfg = config(inversion="ddim")
     tiny_pipe.cache.clear()
     hits, misses = tiny_pipe.cache.hits, tiny_pipe.cache.misses
-    first = tiny_pipe.invert(photo, SOURCE, config=cfg)
-    again = tiny_pipe.invert(photo.copy(), SOURCE, config=cfg)
+    first = tiny_pipe.invert_image(photo, SOURCE, config=cfg)
+    again = tiny_pipe.invert_image(photo.copy(), SOURCE, config=cfg)
     assert not first.cached and again.cached
     assert torch.equal(first.trajectory, again.trajectory)
-    other = tiny_pipe.invert(photo, "a photo of a sofa", config=cfg)
+    other = tiny_pipe.invert_image(photo, "a photo of a sofa", config=cfg)
     assert not other.cached
     assert (tiny_pipe.cache.hits - hits, tiny_pipe.cache.misses - misses) == (1, 2)
 
 
 def test_multi_region_and_negative_word(tiny_pipe, photo, region):
     cfg = config(max_iter=2)
-    inversion = tiny_pipe.invert(photo, SOURCE, config=cfg)
+    inversion = tiny_pipe.invert_image(photo, SOURCE, config=cfg)
     second = np.zeros_like(region)
     second[:40, :60] = True
     target = "a photo of a green sofa in a blue living room"
@@ -214,7 +214,7 @@ def test_bad_input_is_refused_before_any_unet_work(
     tiny_pipe, photo, region, unet_calls, change, message
 ):
     cfg = config()
-    inversion = tiny_pipe.invert(photo, SOURCE, config=cfg)
+    inversion = tiny_pipe.invert_image(photo, SOURCE, config=cfg)
     masks = {
         "empty": np.zeros_like(region),
         "speck": np.pad(np.ones((2, 2), bool), ((10, H - 12), (10, W - 12))),
@@ -299,9 +299,12 @@ def test_invert_of_a_prepared_edit_is_cached_and_checks_nothing_again(
     assert again.cached and torch.equal(again.trajectory, first.trajectory)
     monkeypatch.undo()
     # The same inversion as the photo's with the prompt: one cache entry serves both.
-    assert tiny_pipe.invert(photo, SOURCE, config=cfg).cached
-    with pytest.raises(ValueError, match="carries its own prompt and settings; pass it alone"):
+    assert tiny_pipe.invert_image(photo, SOURCE, config=cfg).cached
+    # One kind of argument per parameter: invert takes a prepared edit, invert_image a photo.
+    with pytest.raises(TypeError):
         tiny_pipe.invert(prepared, config=cfg)
+    with pytest.raises(ValueError, match=r"^invert\(\) takes a PreparedEdit, got ndarray"):
+        tiny_pipe.invert(photo)
     *_, result = tiny_pipe.edit(prepared)  # None: inverted first, here from the cache
     assert result.inversion_cached
 
@@ -314,8 +317,8 @@ def test_edit_runs_only_a_prepared_edit_with_its_own_inversion(tiny_pipe, photo,
         tiny_pipe.edit(inversion, TARGET)
     with pytest.raises(ValueError, match="runs a PreparedEdit, got str"):
         tiny_pipe.edit("a photo of a green sofa")
-    other_photo = tiny_pipe.invert(photo[::-1].copy(), SOURCE, config=cfg)
-    other_prompt = tiny_pipe.invert(photo, "a photo of a sofa", config=cfg)
+    other_photo = tiny_pipe.invert_image(photo[::-1].copy(), SOURCE, config=cfg)
+    other_prompt = tiny_pipe.invert_image(photo, "a photo of a sofa", config=cfg)
     for other in (other_photo, other_prompt):
         with pytest.raises(ValueError, match="inversion is of another photo, source prompt"):
             tiny_pipe.edit(prepared, other)

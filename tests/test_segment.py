@@ -13,6 +13,7 @@ import torch
 from conftest import scene
 
 from magedit import hub, images
+from magedit.controls import say
 from magedit.segment import (
     SAM_FILES,
     SAM_REPO,
@@ -317,7 +318,7 @@ def test_checkpoint_errors_say_what_to_do(tmp_path):
         Segmenter.from_pretrained("vit_b", "/no/sam.pth")
     with pytest.raises(FileNotFoundError) as missing:
         Segmenter.from_pretrained("vit_b", tmp_path / "missing.pth")
-    assert "(--sam-checkpoint /path/to/sam_vit_b_01ec64.pth" in missing.value.say("cli")
+    assert "(--sam-checkpoint /path/to/sam_vit_b_01ec64.pth" in say(missing.value, "cli")
     assert "--" not in str(missing.value)  # the library names no command-line flag
     with pytest.raises(ValueError, match="'vit_x' is not a SAM model; use vit_b, vit_l, vit_h"):
         Segmenter.from_pretrained("vit_x", tmp_path / "missing.pth")
@@ -626,4 +627,4 @@ def test_a_gated_or_missing_sam_says_what_to_do(monkeypatch, error, said):
         checkpoint_path("vit_b")
     assert str(raised.value).startswith(said)
     assert str(raised.value).endswith("or use the tiny random model (tiny)")
-    assert raised.value.say("cli").endswith("or use the tiny random model (--tiny)")
+    assert say(raised.value, "cli").endswith("or use the tiny random model (--tiny)")

@@ -52,7 +52,7 @@ def page_values(tmp_path, negative: str = "red") -> list:
     state = masks.with_base(state, mask, "clicks")
     return [
         str(path), SOURCE, TARGET, "green", negative, "color", 2, 2.5, 6, 7.5, "direct", 256,
-        "", 1.0, state, frozenset(), [],
+        "", 1.0, False, state, frozenset(), [],
     ]  # fmt: skip
 
 

@@ -3,8 +3,10 @@ the job (streamed, written, reported), its failures (NaN, out of memory, the tim
 a model that cannot load) and the progress charts. Handlers are called directly on the tiny
 pipeline; faults come from a double of its UNet call."""
 
+import dataclasses
 import html
 import json
+import math
 import re
 import threading
 import types
@@ -19,6 +21,7 @@ from PIL import Image
 from web_support import (
     ADD,
     BOX,
+    QUICK,
     REMOVE,
     SOURCE,
     SOURCE2,
@@ -239,13 +242,7 @@ def api_values(tmp_path, **changes) -> list:
         "target": TARGET,
         "words": "green",
         "negative_word": "",
-        "preset": "color",
-        "iterations": 1,
-        "granularity": 2.5,
-        "steps": 6,
-        "guidance": 7.5,
-        "inversion": "direct",
-        "resolution": 256,
+        **QUICK,
         "grow": 0,
         "mask_file": write_mask(tmp_path, BOX),
         "editor": None,
@@ -405,7 +402,7 @@ def test_the_page_shows_a_missing_mask_and_a_second_region_error_next_to_their_c
     state, _ = masks.new_photo(write_photo(tmp_path))
     values = [
         state.photo, SOURCE2, TARGET2, "", "", "color", 1, 2.5, 6, 7.5, "direct", 256, "",
-        1.0, state, frozenset(), [],
+        1.0, False, state, frozenset(), [],
     ]  # fmt: skip
     checks = edit.validator(*values, request("page-1"))
     refused = [(i, c["message"]) for i, c in enumerate(checks) if not c["is_valid"]]
@@ -413,7 +410,7 @@ def test_the_page_shows_a_missing_mask_and_a_second_region_error_next_to_their_c
     mask = box(BOX)
     state = masks.with_base(state, mask, "file")
     table = masks.Packed.of(box((slice(150, 190), slice(10, 60))))
-    values[14] = masks.MaskState(**{**state.__dict__, "region2": table})
+    values[15] = masks.MaskState(**{**state.__dict__, "region2": table})
     checks = edit.validator(*values, request("page-2"))
     refused = [(i, c["message"]) for i, c in enumerate(checks) if not c["is_valid"]]
     assert len(refused) == 1 and refused[0][0] == 12  # region2_words
@@ -590,7 +587,7 @@ def test_nan_at_step_k_stops_the_job_in_words_and_the_next_job_runs(
     state = masks.with_base(state, box(BOX), "file")
     values = [
         state.photo, SOURCE, TARGET, "green", "", "color", 0, 2.5, 8, 7.5, "ddim", 256, "",
-        1.0, state, frozenset(), [],
+        1.0, False, state, frozenset(), [],
     ]  # fmt: skip
     out = page.out
     written = set(out.rglob("*.png")) if out.exists() else set()
@@ -979,3 +976,106 @@ def test_the_time_left_comes_from_the_measured_steps_and_the_plan(svc, path):
     assert seconds == pytest.approx(truth, abs=1)
     naive = 1.0 * (20 - 1)  # elapsed * steps left / steps done: what the page said before
     assert abs(naive - truth) > 5
+
+
+# ------------------------------------------------------------------------------ evidence
+def test_a_compare_job_runs_each_method_on_one_inversion(svc, path, tiny_pipe):
+    """Issue 23: Compare runs MAG-Edit and the baselines one after another in one job, on one
+    inversion; the status says which runs; the panels are labelled with method and time."""
+    from magedit.config import METHODS
+
+    prepared = events.prepare(svc, edit_request(path, steps=6, inversion="ddim"))
+    svc.pipeline().cache.clear()
+    updates = list(job.run(svc, prepared, frozenset(), [], methods=list(METHODS)))
+    statuses = [text(u) for u in updates if "status" in u]
+    assert sum(s.startswith("Inverting the photo") for s in statuses) >= 1  # inverted once
+    for label in ("MAG-Edit (1/3)", "P2P + latent blend (2/3)", "P2P (3/3)"):
+        assert any(s.startswith(label) for s in statuses), (label, statuses)
+    done = [u["status"].done for u in updates[:-1] if u["status"].done is not None]
+    assert done == sorted(done) and done[-1] == pytest.approx(1.0)
+    final = updates[-1]
+    labels = [caption for _, caption in final["compare"]]
+    assert labels[0] == "Photo" and len(labels) == 4
+    assert [re.sub(r" · [\d.]+ s$", "", c) for c in labels[1:]] == [
+        "MAG-Edit", "P2P + latent blend", "P2P"
+    ]  # fmt: skip
+    assert set(final["report"]) == set(METHODS)
+    assert final["result"][1] is final["compare"][1][0]  # the result is MAG-Edit's
+    assert final["settings"]["report"]["magedit"]["changed_outside"] == 0
+
+
+def test_cancel_stops_a_compare_between_or_within_methods(svc, path, tiny_pipe, paused):
+    from magedit.config import METHODS
+
+    reached, go, calls, _ = paused
+    prepared = events.prepare(svc, edit_request(path, inversion="ddim", steps=9))
+    svc.pipeline().cache.clear()
+    worker = job.Worker(tiny_pipe, prepared, TIME_LIMIT, list(METHODS))
+    worker.start()
+    assert reached.wait(timeout=120)
+    worker.cancel()
+    go.set()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and len(calls) == 3
+    assert not any(isinstance(r, job.MethodStart) and r.number > 1 for r in worker)
+    assert job.pipeline_lock(tiny_pipe).acquire(blocking=False)
+    job.pipeline_lock(tiny_pipe).release()
+
+
+def test_every_result_has_its_report_leakage_and_recipe(finished):
+    updates, _, prepared = finished
+    final = updates[-1]
+    said = final["report"]["magedit"]
+    assert said.psnr_outside == math.inf and said.changed_outside == 0
+    assert final["leakage"].shape == (*BIG, 3)
+    recipe = json.loads(Path(final["recipe"]).read_text())
+    assert Path(final["recipe"]).parent == Path(final["download"]).parent
+    assert recipe["source_prompt"] == SOURCE and recipe["model"] == "tiny-0"
+    shown = layout.report_html(final["report"])
+    assert "∞ (identical)" not in shown or "Outside" in shown
+    assert "0.0 / " not in shown and "CLIP not measured" in shown
+    assert final["settings"]["report"]["magedit"]["psnr_outside"] == "inf"
+    assert final["compare"] is None
+
+
+def test_a_recipe_loads_onto_its_photo_only(svc, path, tmp_path, finished):
+    from magedit.recipe import Recipe
+
+    updates, fin_svc, prepared = finished
+    recipe_path = updates[-1]["recipe"]
+    state, _ = masks.new_photo(path)
+    # Not this photo: refused in words, nothing changes.
+    refused = events.load_recipe(fin_svc, state, recipe_path)
+    assert refused["status"].kind == "error" and "the photo is not the recipe's" in text(refused)
+    assert "state" not in refused
+    # Its own photo: the mask, the prompts, the words and the settings fill the page.
+    big = write_photo(tmp_path, "big.png", photo(*BIG))
+    state, _ = masks.new_photo(big)
+    loaded = events.load_recipe(fin_svc, state, recipe_path)
+    assert loaded["state"].source == "recipe"
+    assert np.array_equal(loaded["state"].mask, prepared.mask)
+    assert (loaded["source"], loaded["target"], loaded["words"]) == (SOURCE, TARGET, "green")
+    assert loaded["steps"] == 6 and loaded["preset"] == "color" and loaded["resolution"] == 256
+    assert text(loaded).startswith("Recipe loaded")
+    # A recipe with settings the page does not offer is refused with the way to replay it.
+    odd = Recipe.from_json(Path(recipe_path).read_text())
+    odd_path = tmp_path / "odd.json"
+    odd_path.write_text(dataclasses.replace(odd, config=odd.config.replace(tau1=3)).to_json())
+    said = text(events.load_recipe(fin_svc, state, str(odd_path)))
+    assert "settings are not ones this page offers (tau1 differ)" in said
+    assert "from the command line" in said
+
+
+def test_the_gpu_reservation_covers_every_method_of_a_compare():
+    from magedit.config import METHODS, config_from
+
+    svc = types.SimpleNamespace(time_limit=TIME_LIMIT)
+    prepared = types.SimpleNamespace(config=config_from("color"), negative_word=None)
+    one = job.gpu_duration(svc, prepared)
+    three = job.gpu_duration(svc, prepared, None, None, 0, list(METHODS))
+    assert three > one
+    per_call = job.reservation_seconds(prepared.config)
+    baselines = job.reservation_seconds(prepared.config, methods=["p2p"]) - sum(
+        job.Plan.of(prepared.config, False).inversion
+    )
+    assert three >= one + 2 * baselines - 1 and per_call > 0

@@ -14,6 +14,7 @@ from PIL import Image
 
 from magedit.web import events
 from magedit.web.admission import Admission
+from magedit.web.job import Line
 from magedit.web.limits import TIME_LIMIT
 from magedit.web.services import Services
 
@@ -100,6 +101,8 @@ def services(pipe=None, segmenter=None, output_dir: Path | None = None, **change
 
         return load
 
+    more = changes.get("more_pipelines", ())
+    changes.setdefault("line", Line(slots=1 + len(more)))
     return Services(
         pipeline=(lambda: pipe) if pipe is not None else missing("the pipeline"),
         segmenter=(lambda: segmenter) if segmenter is not None else missing("Segment Anything"),
@@ -110,20 +113,24 @@ def services(pipe=None, segmenter=None, output_dir: Path | None = None, **change
     )
 
 
+# The settings of the tests' edits: the paper's preset, quick enough for the tiny model.
+QUICK = {
+    "preset": "color",
+    "iterations": 1,
+    "granularity": 2.5,
+    "steps": 6,
+    "guidance": 7.5,
+    "inversion": "direct",
+    "resolution": 256,
+}
+
+
 def edit_request(path: str | None, mask: np.ndarray | None = None, **changes) -> events.Request:
     """A page request for the sofa edit: quick settings, the sofa as the region."""
     region2 = changes.pop("region2", None)
     region2_words = changes.pop("region2_words", "")
     region2_weight = changes.pop("region2_weight", 1.0)
-    settings = {
-        "preset": "color",
-        "iterations": 1,
-        "granularity": 2.5,
-        "steps": 6,
-        "guidance": 7.5,
-        "inversion": "direct",
-        "resolution": 256,
-    }
+    settings = dict(QUICK)
     for name in list(changes):
         if name in settings:
             settings[name] = changes.pop(name)

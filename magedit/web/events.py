@@ -281,7 +281,7 @@ def set_grow(state: masks.MaskState, grow: Any) -> dict[str, Any]:
     try:
         pixels = controls.BY_FIELD["grow"].check(grow)
     except InputError as error:
-        return {"mask_line": mask_line(state, error.say("page"))}
+        return {"mask_line": mask_line(state, controls.say(error, "page"))}
     return _shown(dataclasses.replace(state, grow=pixels))
 
 
@@ -338,6 +338,94 @@ def use_as_input(result: Any) -> dict[str, Any]:
     return update
 
 
+def load_recipe(services: Services, state: masks.MaskState, path: str | None) -> dict[str, Any]:
+    """A recipe uploaded: when it is this photo's and this model's, its mask, prompts, words and
+    settings fill the page (press Edit to replay it: the same PNG). Refused in words otherwise,
+    and when its settings are not ones the page offers (then from the command line)."""
+    from magedit.recipe import MAX_BYTES, Recipe
+    from magedit.web.job import public_model_name
+
+    if path is None:
+        return {}
+    if state.photo is None:
+        return {"status": Status("Upload the recipe's photo first, then the recipe.", kind="error")}
+    try:
+        if Path(path).stat().st_size > MAX_BYTES:
+            raise InputError("recipe", f"the file is over {MAX_BYTES} bytes: not a recipe")
+        recipe = Recipe.from_json(Path(path).read_bytes())
+        pipe = model(services.pipeline, "the model")
+        recipe.check(images.load_image(state.photo), public_model_name(pipe.model_id))
+        values = page_settings(recipe.config)
+    except (InputError, OSError) as error:
+        log(f"a recipe: {error}")
+        return {
+            "status": Status(f"Cannot use this recipe: {controls.say(error, 'page')}", kind="error")
+        }
+    except ModelUnavailable as error:
+        return {"status": Status(str(error), kind="error")}
+    first, *others = recipe.regions
+    region2 = others[0] if others else None
+    state = masks.with_base(
+        state,
+        first.mask,
+        "recipe",
+        points=(),
+        labels=(),
+        candidates=(),
+        scores=(),
+        grow=0,
+        region2=None if region2 is None else masks.Packed.of(region2.mask),
+    )
+    return {
+        **_shown(state),
+        "editor": _brush(state),
+        "grow": 0,
+        "source": recipe.source_prompt,
+        "target": recipe.target_prompt,
+        "words": ", ".join(first.words),
+        "negative_word": recipe.negative_word or "",
+        "region2_words": ", ".join(region2.words) if region2 else "",
+        "region2_weight": region2.weight if region2 else 1.0,
+        **values,
+        "suggested": {"words": ", ".join(first.words), "negative_word": recipe.negative_word or ""},
+        "status": Status(
+            "Recipe loaded: its mask, prompts and settings are in. Press Edit to replay it."
+        ),
+    }
+
+
+def page_settings(config: Any) -> dict[str, Any]:
+    """The page's settings that make ``config`` (a preset, then the page's numbers), or
+    InputError("recipe") naming what the page cannot set (a custom tau, a constraint of its own):
+    such a recipe replays from the command line."""
+    numbers = {
+        c.name: getattr(config, c.field) for c in controls.PAGE_SETTINGS if c.field != "preset"
+    }
+    for name in controls.BY_NAME["preset"].values:
+        try:
+            if controls.config_from_values({"preset": name, **numbers}) == config:
+                return {"preset": name, **numbers}
+        except InputErrors:
+            break  # a number out of the page's range: said below
+    made = (
+        controls.config_from_values({"preset": "color", **numbers}) if _in_range(numbers) else None
+    )
+    differ = sorted(k for k, v in config.to_dict().items() if made is None or getattr(made, k) != v)
+    raise InputError(
+        "recipe",
+        f"its settings are not ones this page offers ({', '.join(differ[:4])} differ); replay it "
+        "from the command line (magedit edit, given the recipe)",
+    )
+
+
+def _in_range(numbers: dict[str, Any]) -> bool:
+    try:
+        controls.config_from_values(numbers)
+    except InputErrors:
+        return False
+    return True
+
+
 # ------------------------------------------------------------------------------ the text
 def parse_words(text: str | None) -> list[str]:
     """Edit words typed in the page: comma separated ("ice cream, green"), or space separated
@@ -361,7 +449,7 @@ def without_prompts(message: str, *texts: Any) -> str:
 def field_message(error: InputError) -> str:
     """An InputError as the status line says it: "Edit words: ..."."""
     name = "Second region" if error.region == 2 else controls.word(error.field, "page")
-    return f"{name}: {error.say('page')}"
+    return f"{name}: {controls.say(error, 'page')}"
 
 
 FILLED = ("words", "negative_word")  # the fields filled in from the prompts
@@ -465,15 +553,15 @@ class ControlErrors(ValueError):
     each face shows them next to its own control (``where``)."""
 
     def __init__(self, errors: Sequence[InputError]):
-        super().__init__("; ".join(e.say("library") for e in errors))
+        super().__init__("; ".join(controls.say(e, "library") for e in errors))
         self.errors = list(errors)
 
     def where(self, face: str) -> dict[str, str]:
         """Input name -> message, in ``face``'s names and words ("page" or "api")."""
-        return {input_of(e, face): e.say(face) for e in self.errors}
+        return {input_of(e, face): controls.say(e, face) for e in self.errors}
 
     def say(self, face: str) -> str:
-        return "; ".join(e.say(face) for e in self.errors)
+        return "; ".join(controls.say(e, face) for e in self.errors)
 
 
 def input_of(error: InputError, face: str) -> str:

@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magedit import files, images, preview
+from magedit import files, images, preview, report
+from magedit.config import METHOD_LABELS
 from magedit.errors import is_out_of_memory, one_line
 from magedit.web.limits import GALLERY_SIZE, MAX_OUTPUTS
 from magedit.web.services import ModelUnavailable, Services, log, model
@@ -147,6 +148,15 @@ class InversionProgress:
     elapsed: float
 
 
+@dataclasses.dataclass
+class MethodStart:
+    """The worker starts ``method`` (compare mode: number ``number`` of ``total``)."""
+
+    method: str
+    number: int
+    total: int
+
+
 _DONE = object()
 
 
@@ -155,9 +165,16 @@ class Worker(threading.Thread):
     can be streamed and the work stops at its next step (inversion step, guidance iteration or
     denoising step) when cancelled (``cancel``) or past its time limit."""
 
-    def __init__(self, pipe: MagEditPipeline, prepared: PreparedEdit, time_limit: float):
+    def __init__(
+        self,
+        pipe: MagEditPipeline,
+        prepared: PreparedEdit,
+        time_limit: float,
+        methods: Sequence[str] = ("magedit",),
+    ):
         super().__init__(name="magedit-edit", daemon=True)
         self.pipe, self.prepared, self.time_limit = pipe, prepared, time_limit
+        self.methods = tuple(methods)
         self.items: queue.Queue[Any] = queue.Queue()
         self.cancelled = threading.Event()
         self.deadline = time.monotonic() + time_limit
@@ -215,13 +232,18 @@ class Worker(threading.Thread):
 
         inversion = self.pipe.invert(self.prepared, progress=progress)
         self.items.put(inversion)
-        events = self.pipe.edit(self.prepared, inversion)
-        try:
-            for item in events:
-                self._check()
-                self.items.put(item)
-        finally:
-            events.close()
+        # Compare mode: each method in turn on the one inversion (a cancel stops between methods
+        # or within one, at its next step).
+        for number, method in enumerate(self.methods, 1):
+            self._check()
+            self.items.put(MethodStart(method, number, len(self.methods)))
+            events = self.pipe.edit(self.prepared.as_method(method), inversion)
+            try:
+                for item in events:
+                    self._check()
+                    self.items.put(item)
+            finally:
+                events.close()
 
 
 def _release_cached_memory() -> None:
@@ -289,15 +311,22 @@ class Plan:
     max_iter: int
 
     @classmethod
-    def of(cls, config: EditConfig, negative: bool) -> Plan:
+    def of(cls, config: EditConfig, negative: bool, methods: Sequence[str] = ("magedit",)) -> Plan:
+        """The plan of one inversion, then an edit per method of ``methods`` (compare mode)."""
+        from magedit.config import method_variant
         from magedit.pipeline import inversion_calls, step_calls
 
-        method = config.inversion
+        inversion = config.inversion
+        editing = []
+        for method in methods:
+            variant = method_variant(config, method)
+            editing += [
+                call_seconds(step_calls(variant, i, inversion, negative))
+                for i in range(variant.steps)
+            ]
         return cls(
             inversion=[call_seconds(calls) for calls in inversion_calls(config)],
-            editing=[
-                call_seconds(step_calls(config, i, method, negative)) for i in range(config.steps)
-            ],
+            editing=editing,
             max_iter=config.max_iter,
         )
 
@@ -314,19 +343,30 @@ class Plan:
         return sum(self.inversion[: round(done * len(self.inversion) / max(total, 1))])
 
 
-def reservation_seconds(config: EditConfig, negative: bool = False) -> float:
+def reservation_seconds(
+    config: EditConfig, negative: bool = False, methods: Sequence[str] = ("magedit",)
+) -> float:
     """Seconds of UNet calls in an edit of ``config`` at its resolution, its inversion always
     included (on ZeroGPU the inversion cache of a GPU worker may not outlive the call, so a
     re-edit may invert again); from the pipeline's own plan of calls (``Plan``)."""
-    plan = Plan.of(config, negative)
+    plan = Plan.of(config, negative, methods)
     return (sum(plan.inversion) + sum(plan.editing)) * (config.resolution / 512) ** 2
 
 
-def gpu_duration(services: Services, prepared: Any, *_: Any) -> int:
-    """Seconds of GPU that ZeroGPU reserves for one edit: twice its planned UNet calls plus
-    RESERVE_FIXED_SECONDS, rounded up, capped by the job's time limit."""
+def gpu_duration(
+    services: Services,
+    prepared: Any,
+    made: Any = None,
+    history: Any = None,
+    slot: int = 0,
+    methods: Sequence[str] = ("magedit",),
+) -> int:
+    """Seconds of GPU that ZeroGPU reserves for one job (``run_on_gpu``'s arguments): twice its
+    planned UNet calls (every method of a compare job) plus RESERVE_FIXED_SECONDS, rounded up,
+    capped by the job's time limit."""
     negative = getattr(prepared, "negative_word", None) is not None
-    seconds = RESERVE_FIXED_SECONDS + 2 * reservation_seconds(prepared.config, negative)
+    planned = reservation_seconds(prepared.config, negative, methods)
+    seconds = RESERVE_FIXED_SECONDS + 2 * planned
     return math.ceil(min(seconds, services.time_limit))
 
 
@@ -348,10 +388,17 @@ class Stream:
     last_refresh: float = 0.0
     plan: Plan | None = None
     inverting: bool = False  # the inversion reported progress: it runs in this job
+    # Compare mode: the methods run one after another on the inversion, and their results.
+    methods: tuple[str, ...] = ("magedit",)
+    method: MethodStart | None = None
+    results: dict[str, EditResult] = dataclasses.field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float, float]]] = dataclasses.field(default_factory=dict)
+    edited_before: float = 0.0  # seconds the methods finished so far took (compare mode)
 
     def __post_init__(self) -> None:
         if self.plan is None:
-            self.plan = Plan.of(self.prepared.config, self.prepared.negative_word is not None)
+            negative = self.prepared.negative_word is not None
+            self.plan = Plan.of(self.prepared.config, negative, self.methods)
 
     def _due(self) -> bool:
         now = time.perf_counter()
@@ -400,37 +447,65 @@ class Stream:
                 text = f"Inverted in {item.seconds:.1f} s. Editing…"
             done, _ = self._progress(sum(self.plan.inversion) if self.inverting else 0, 0, 0)
             return {"status": Status(text, done=done)}
+        if isinstance(item, MethodStart):
+            self.method = item
+            self.steps = self.curves[item.method] = []
+            if len(self.methods) == 1:
+                return None
+            label = METHOD_LABELS[item.method]
+            done, _ = self._progress(self._inverted(), self._edited(0), 0)
+            return {"status": Status(f"{label} ({item.number}/{item.total})…", done=done)}
         if isinstance(item, EditEvent):
             return self._event(item)
         if isinstance(item, EditResult):
-            self.result = item
+            self.results[self.method.method if self.method else "magedit"] = item
+            self.result = self.results.get("magedit")
+            self.edited_before += item.timings["editing"]
             return None
         raise TypeError(f"unexpected report {type(item).__name__}")
 
+    def _inverted(self) -> float:
+        return sum(self.plan.inversion) if self.inverting else 0.0
+
+    def _edited(self, step: float) -> float:
+        """The editing weight done at ``step`` of the method running."""
+        before = (self.method.number - 1) if self.method else 0
+        return self.plan.edited(before * self.prepared.config.steps + step)
+
+    def _prefix(self) -> str:
+        if len(self.methods) == 1 or self.method is None:
+            return ""
+        return f"{METHOD_LABELS[self.method.method]} ({self.method.number}/{self.method.total}) · "
+
     def _event(self, event: EditEvent) -> dict[str, Any] | None:
-        inverted = sum(self.plan.inversion) if self.inverting else 0.0
+        inverted = self._inverted()
+        elapsed = self.edited_before + event.elapsed  # the methods before, then this one's
         if event.phase == "guidance":
             if not self._due():
                 return None
             # A MAG iteration is about one share of its step's weight (the step's two
             # forwards are the last share).
-            edited = self.plan.edited(event.step - 1 + event.iteration / (event.max_iter + 1))
-            done, left = self._progress(inverted, edited, event.elapsed)
+            edited = self._edited(event.step - 1 + event.iteration / (event.max_iter + 1))
+            done, left = self._progress(inverted, edited, elapsed)
             text = (
-                f"Step {event.step}/{event.total} · guidance {event.iteration}/{event.max_iter}"
-                f" · loss {event.loss:.3f} · in-mask {event.in_mask_ratio:.3f}"
+                f"{self._prefix()}Step {event.step}/{event.total} · guidance "
+                f"{event.iteration}/{event.max_iter} · loss {event.loss:.3f} · in-mask "
+                f"{event.in_mask_ratio:.3f}"
             )
             return {"status": Status(text, done=done, note=left), "charts": self.charts()}
         self.steps.append((event.step, event.loss, event.in_mask_ratio))
         self.last_refresh = time.perf_counter()
         shown = self.inversion.image  # (h, w, 3) at processing size
-        done, left = self._progress(inverted, self.plan.edited(event.step), event.elapsed)
+        done, left = self._progress(inverted, self._edited(event.step), elapsed)
         text = (
-            f"Step {event.step}/{event.total} · loss {event.loss:.3f} · in-mask "
+            f"{self._prefix()}Step {event.step}/{event.total} · loss {event.loss:.3f} · in-mask "
             f"{event.in_mask_ratio:.3f}"
         )
+        last = event.step == event.total and (
+            self.method is None or self.method.number == len(self.methods)
+        )
         return {
-            "status": Status(text, done=done, note=left if event.step < event.total else ""),
+            "status": Status(text, done=done, note="" if last else left),
             "preview": images.resize_image(event.preview, shown.shape[:2]),
             "attention": preview.heatmap_overlay(shown, event.attention, self.prepared.mask),
             "charts": self.charts(),
@@ -440,27 +515,40 @@ class Stream:
         """The charts' data: (step, loss, in-mask ratio) per step so far, and the edit's steps."""
         return list(self.steps), self.prepared.config.steps
 
-    def curve(self) -> list[dict[str, float]]:
-        """The per-step numbers, for the API and the settings."""
+    def curve(self, steps: Sequence[tuple[int, float, float]] | None = None) -> list[dict]:
+        """The per-step numbers (default: the method running's), for the API and the settings."""
         return [
             {"step": step, "loss": round(loss, 6), "in_mask_ratio": round(ratio, 6)}
-            for step, loss, ratio in self.steps
+            for step, loss, ratio in (self.steps if steps is None else steps)
         ]
 
     def finish(
-        self, output_dir: Path, model: str, history: Sequence[tuple[str, str]] | None
+        self,
+        output_dir: Path,
+        model: str,
+        history: Sequence[tuple[str, str]] | None,
+        clip: tuple[Any, str] = (None, "no CLIP model was given to the page"),
     ) -> dict[str, Any]:
-        """The last update: the result, its file (named after the edit), the settings used and
-        the session's gallery with the new result first."""
+        """The last update: the result, its file (named after the edit) and recipe, the report
+        of each method (``report.measure``), the leakage map, the settings used, the compare
+        panels (compare mode) and the session's gallery with the new result first. ``clip``:
+        the CLIP scorer of the reports and, without one, why (``loading.report_clip``)."""
+        from magedit.recipe import Recipe
+
         result, prepared = self.result, self.prepared
         if result is None:
             raise RuntimeError("the edit ended without a result")
         path = files.save_result(
             result.composited, output_dir, files.edit_phrase(prepared), keep=MAX_OUTPUTS
         )
+        recipe = Recipe.of(prepared, public_model_name(model))
+        recipe_path = path.with_suffix(".recipe.json")
+        files.write_bytes(recipe_path, recipe.to_json().encode())
+        reports = {m: report.measure(r, prepared.original, *clip) for m, r in self.results.items()}
         timings = {name: round(seconds, 2) for name, seconds in result.timings.items()}
         timings["total"] = round(time.perf_counter() - self.start, 2)
         cached = result.inversion_cached
+        curve = self.curve(self.curves.get("magedit", self.steps))
         settings = {
             "model": public_model_name(model),
             "source prompt": result.source_prompt,
@@ -478,22 +566,36 @@ class Stream:
             ),
             "config": result.config.to_dict(),
             "timings (s)": timings,
-            "curve": self.curve(),
+            "curve": curve,
             "file": path.name,
+            "report": {m: r.to_dict() for m, r in reports.items()},
+            "recipe": recipe.to_dict(),
         }
+        compare = None
+        if len(self.results) > 1:
+            compare = [(prepared.original, "Photo")] + [
+                (edited.composited, f"{METHOD_LABELS[m]} · {edited.timings['editing']:.1f} s")
+                for m, edited in self.results.items()
+            ]
         entries = [tuple(entry) for entry in history or () if len(entry) == 2]
         caption = f"{files.edit_phrase(prepared)} · {time.strftime('%H:%M')}"
         history = [(str(path), caption), *entries][:GALLERY_SIZE]
         note = " Reused this session's inversion." if cached and self.reused else ""
+        if compare is not None:
+            note += " The comparison is under the columns."
         return {
             "status": Status(f"Done in {timings['total']:.1f} s.{note}", kind="done"),
             "preview": result.image,
             "result": (prepared.original, result.composited),
             "download": str(path),
+            "recipe": str(recipe_path),
+            "report": reports,
+            "leakage": report.leakage_map(result, prepared.original),
+            "compare": compare,
             "settings": settings,
             "history": history,
-            "charts": self.charts(),
-            "curve": self.curve(),
+            "charts": (list(self.curves.get("magedit", self.steps)), prepared.config.steps),
+            "curve": curve,
             "made": self.made | {self.inversion.key},
         }
 
@@ -518,28 +620,37 @@ def run(
     made: frozenset,
     history: Sequence[tuple[str, str]] | None,
     slot: int = 0,
+    methods: Sequence[str] = ("magedit",),
 ) -> Iterator[dict[str, Any]]:
-    """Invert and edit ``prepared`` on a worker thread, with the pipeline of the line's ``slot``;
-    yield update dicts as it reports. Ends with the result's update. Raises ValueError,
-    FloatingPointError, JobTimeout or an out-of-memory RuntimeError as they happen."""
+    """Invert ``prepared`` and edit it with each of ``methods`` (compare mode: MAG-Edit and the
+    baselines, one after another on the one inversion) on a worker thread, with the pipeline of
+    the line's ``slot``; yield update dicts as it reports. Ends with the result's update. Raises
+    ValueError, FloatingPointError, JobTimeout or an out-of-memory RuntimeError as they happen."""
     pipe = model(services.pipeline_of(slot), "the model")
-    stream = Stream(prepared, made=made)
-    worker = Worker(pipe, prepared, services.time_limit)
+    stream = Stream(prepared, made=made, methods=tuple(methods))
+    worker = Worker(pipe, prepared, services.time_limit, methods)
     worker.start()
     try:
         for item in worker:
             update = stream.add(item)
             if update is not None:
                 yield update
-        yield stream.finish(services.output_dir, pipe.model_id, history)
+        yield stream.finish(services.output_dir, pipe.model_id, history, services.clip())
     finally:
         worker.cancel()
 
 
 @_gpu(duration=gpu_duration)
-def run_on_gpu(services: Services, prepared: Any, made: frozenset, history: Any, slot: int = 0):
-    """The edit's GPU work (under ZeroGPU on a ZeroGPU Space, a plain call elsewhere)."""
-    yield from run(services, prepared, made, history, slot)
+def run_on_gpu(
+    services: Services,
+    prepared: Any,
+    made: frozenset,
+    history: Any,
+    slot: int = 0,
+    methods: Sequence[str] = ("magedit",),
+):
+    """The job's GPU work (under ZeroGPU on a ZeroGPU Space, a plain call elsewhere)."""
+    yield from run(services, prepared, made, history, slot, methods)
 
 
 class StoppedListening(Exception):
@@ -575,13 +686,15 @@ def edit_job(
     request: Any,
     made: frozenset = frozenset(),
     history: Sequence[tuple[str, str]] | None = None,
+    methods: Sequence[str] = ("magedit",),
 ) -> Iterator[dict[str, Any]]:
-    """An edit's whole job: wait in line for the GPU (saying the place), then invert and edit
-    (``run_on_gpu``). Closing the generator (Cancel) leaves the line or stops the work."""
+    """An edit's whole job (one place in the line, whatever the methods): wait in line for the
+    GPU (saying the place), then invert and edit (``run_on_gpu``). Closing the generator
+    (Cancel) leaves the line or stops the work."""
     with services.line.ticket() as ticket:
         yield from wait_turn(services, ticket, request, prefer=holding(services, prepared))
         slot = services.line.slot(ticket)
-        for update in run_on_gpu(services, prepared, made, history, slot):
+        for update in run_on_gpu(services, prepared, made, history, slot, methods):
             if not services.admission.listening(request):
                 raise StoppedListening  # closing run_on_gpu stops the worker at its next step
             yield update
@@ -593,12 +706,13 @@ def job_updates(
     request: Any,
     made: frozenset = frozenset(),
     history: Sequence[tuple[str, str]] | None = None,
+    methods: Sequence[str] = ("magedit",),
 ) -> Iterator[dict[str, Any]]:
     """``edit_job``'s updates as the page and the API serve them: a client that stopped
     listening ends the job quietly (a line in the log); a failure the visitor can act on ends it
     with a last update ``{"failure": message}``; any other exception (a bug) propagates."""
     try:
-        yield from edit_job(services, prepared, request, made, history)
+        yield from edit_job(services, prepared, request, made, history, methods)
     except StoppedListening:
         log("an edit whose client stopped listening left the line")
     except Exception as error:

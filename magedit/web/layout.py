@@ -8,6 +8,7 @@ the preset, Edit and the status line; the results stream into the column beside 
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from magedit import controls
+from magedit.config import METHODS
+from magedit.loading import report_clip
 from magedit.web import events, masks
 from magedit.web.admission import GPU, Admission
 from magedit.web.api import add_api
 from magedit.web.charts import progress_charts
 from magedit.web.components import BrushEditor, PhotoInput, converter, named_handler
-from magedit.web.job import Status, job_updates, show_history
+from magedit.web.job import Line, Status, job_updates, show_history
 from magedit.web.limits import DELETE_CACHE, GRADIO_QUEUE_SIZE, TIME_LIMIT
 from magedit.web.services import Lazy, Services
 
@@ -76,6 +79,10 @@ CSS = """
 .validation-error:not(textarea):not(input) { font-size: .78rem !important;
     font-weight: 500 !important; line-height: 1.25 !important; }
 .magedit-howto-short { display: none; margin: 0; font-size: .9rem; }
+.magedit-report table { width: 100%; border-collapse: collapse; font-size: .82rem; }
+.magedit-report th, .magedit-report td { padding: 2px 6px; text-align: left;
+    border-bottom: 1px solid var(--border-color-primary); }
+.magedit-report p { margin: 2px 0 0; font-size: .78rem; }
 @media (max-width: 640px) {
   .magedit-howto { display: none; }
   .magedit-howto-short { display: block; }
@@ -90,6 +97,10 @@ CSS = """
   /* The canvas a little lower, so Edit comes up sooner. */
   #magedit-canvas { height: auto !important; }
   #magedit-canvas .image-container { height: 270px !important; }
+  /* Compare: two panels a row, their labels whole. */
+  #magedit-compare-results .grid-container { grid-template-columns: repeat(2, 1fr) !important; }
+  #magedit-compare-results .caption-label { white-space: normal !important; font-size: .72rem; }
+  #magedit-compare-results, #magedit-compare-results .grid-wrap { height: auto !important; }
   /* Each chart across the screen: their labels at a readable size. */
   .magedit-charts { flex-direction: column; }
   .magedit-chart { font-size: 11px; max-width: 260px; align-self: center; width: 100%; }
@@ -137,6 +148,55 @@ def shown(update: dict[str, Any]) -> dict[str, Any]:
     return update
 
 
+def report_html(reports: dict[str, Any]) -> str:
+    """The edit's report (``report.EditReport`` per method) as a small table under the result:
+    one column per method (compare mode), the CLIP scores or why they are missing."""
+    from magedit.config import METHOD_LABELS
+
+    def number(value: float, unit: str = "", digits: int = 1) -> str:
+        if math.isinf(value):
+            return "∞ (identical)"
+        return "–" if math.isnan(value) else f"{value:.{digits}f}{unit}"
+
+    first = next(iter(reports.values()))
+    rows = [
+        ("Outside the mask: pixels changed (result)", lambda r: f"{r.changed_outside:,}"),
+        (
+            "Outside: raw decode PSNR / SSIM",
+            lambda r: f"{number(r.raw_psnr_outside, ' dB')} / {number(r.raw_ssim_outside, '', 3)}",
+        ),
+        (
+            "Outside: raw decode pixels changed",
+            lambda r: f"{r.raw_changed_outside:,} of {r.outside_pixels:,}",
+        ),
+        (
+            f"In the mask: {first.ratio_name}, before → after guidance",
+            lambda r: f"{r.ratio_before:.4f} → {r.ratio_after:.4f}",
+        ),
+    ]
+    if first.clip_local is not None:
+        rows.append(
+            (
+                f"CLIP, “{first.phrase}” in the mask / the target prompt",
+                lambda r: f"{r.clip_local:.1f} / {r.clip_whole:.1f}",
+            )
+        )
+    head = "".join(f"<th>{html.escape(METHOD_LABELS[m])}</th>" for m in reports)
+    body = "".join(
+        f"<tr><td>{html.escape(label)}</td>"
+        + "".join(f"<td>{html.escape(cell(r))}</td>" for r in reports.values())
+        + "</tr>"
+        for label, cell in rows
+    )
+    note = ""
+    if first.clip_local is None:
+        note = f"<p class='magedit-note'>CLIP not measured: {html.escape(first.clip_note)}.</p>"
+    return (
+        f"<div class='magedit-report'><table><tr><th>Report</th>{head}</tr>{body}</table>"
+        f"{note}</div>"
+    )
+
+
 def setting_input(control: controls.Control, tiny: bool) -> gr.components.Component:
     """The page's input of a setting of the table: a radio for a choice, else a slider."""
     options = {
@@ -149,6 +209,35 @@ def setting_input(control: controls.Control, tiny: bool) -> gr.components.Compon
     return gr.Slider(control.low, control.high, step=control.step, **options)
 
 
+def region_inputs(
+    brush_label: str, colors: list[tuple[str, float]], file_label: str, brush_id: str, file_id: str
+) -> tuple[BrushEditor, PhotoInput]:
+    """A region's brush (painting on the photo, which is its background; the layer's alpha is
+    the mask, so lossless) and its mask-file upload."""
+    brush = BrushEditor(
+        label=brush_label,
+        type="numpy",
+        image_mode="RGBA",
+        sources=[],  # the background is the photo
+        transforms=[],  # keep the canvas the photo's size
+        layers=False,
+        brush=gr.Brush(colors=colors, default_color=colors[0], color_mode="fixed"),
+        eraser=gr.Eraser(),
+        format="png",
+        height=340,
+        elem_id=brush_id,
+    )
+    mask_file = PhotoInput(
+        label=file_label,
+        type="filepath",
+        image_mode=None,
+        sources=["upload"],
+        height=170,
+        elem_id=file_id,
+    )
+    return brush, mask_file
+
+
 def build_demo(
     load_pipeline: Callable[[], MagEditPipeline],
     load_segmenter: Callable[[], Segmenter] | None = None,
@@ -159,6 +248,7 @@ def build_demo(
     assets_dir: Path | str = ASSETS_DIR,
     trust_forwarded: bool = False,
     more_pipelines: Sequence[Callable[[], MagEditPipeline]] = (),
+    load_clip: Callable[[], tuple[Any, str]] | None = None,
 ) -> gr.Blocks:
     """The page. ``load_pipeline`` and ``load_segmenter`` are each called once, on first need
     (app.py loads both before launch, so a model that cannot load is reported at once); without
@@ -167,7 +257,8 @@ def build_demo(
     limit in seconds; the examples come from ``assets_dir`` (shown as thumbnails, never run);
     ``trust_forwarded``: the page runs behind a proxy that sets X-Forwarded-For (a Space).
     ``more_pipelines``: one more pipeline of the same model per further GPU; edits then run on
-    as many GPUs at once, each on a free one."""
+    as many GPUs at once, each on a free one. ``load_clip``: the reports' CLIP scorer and, without
+    one, why (default: ``loading.report_clip``, which never downloads)."""
     if not time_limit > 0:
         raise ValueError(f"time_limit is {time_limit}; give a number of seconds above 0")
     admission = Admission(trust_forwarded=trust_forwarded)
@@ -177,8 +268,10 @@ def build_demo(
         output_dir=Path(output_dir),
         time_limit=float(time_limit),
         admission=admission,
+        line=Line(slots=1 + len(more_pipelines)),
         examples=events.load_examples(Path(assets_dir)),
         more_pipelines=[Lazy(load) for load in more_pipelines],
+        clip=Lazy(load_clip or (lambda: report_clip(tiny))),
     )
 
     with gr.Blocks(title="MAG-Edit Studio", delete_cache=DELETE_CACHE) as demo:
@@ -250,30 +343,12 @@ def build_demo(
                     elem_id="magedit-refine",
                 ):
                     grow = setting_input(controls.BY_NAME["grow"], tiny)
-                    editor = BrushEditor(
-                        label="Paint red to add to the mask, blue to take away",
-                        type="numpy",
-                        image_mode="RGBA",
-                        sources=[],  # the background is the photo
-                        transforms=[],  # keep the canvas the photo's size
-                        layers=False,
-                        brush=gr.Brush(
-                            colors=[("#ff2d55", 0.6), ("#2d8cff", 0.6)],  # add, remove
-                            default_color=("#ff2d55", 0.6),
-                            color_mode="fixed",
-                        ),
-                        eraser=gr.Eraser(),
-                        format="png",  # lossless: the layer's alpha is the mask
-                        height=360,
-                        elem_id="magedit-brush",
-                    )
-                    mask_file = PhotoInput(
-                        label="Or a mask file: non-black pixels are inside; it replaces the clicks",
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload"],
-                        height=180,
-                        elem_id="magedit-mask-file",
+                    editor, mask_file = region_inputs(
+                        "Paint red to add to the mask, blue to take away",
+                        [("#ff2d55", 0.6), ("#2d8cff", 0.6)],  # add, remove
+                        "Or a mask file: non-black pixels are inside; it replaces the clicks",
+                        "magedit-brush",
+                        "magedit-mask-file",
                     )
             # ---------------------------------------------------------------- the edit
             with gr.Column(scale=4, min_width=280):
@@ -305,6 +380,12 @@ def build_demo(
                         status_html(Status("Upload a photo or pick an example to start.")),
                         elem_id="magedit-status",
                     )
+                compare = gr.Checkbox(
+                    value=False,
+                    label="Compare: also run prompt-to-prompt (with and without latent blend) "
+                    "on the same inversion and mask",
+                    elem_id="magedit-compare",
+                )
                 with gr.Row():
                     words = gr.Textbox(
                         value="",  # the API's default: picked from the prompts
@@ -322,6 +403,12 @@ def build_demo(
                     )
                 settings_inputs = {"preset": setting_input(controls.BY_NAME["preset"], tiny)}
                 with gr.Accordion("Advanced", open=False, elem_id="magedit-advanced"):
+                    recipe_upload = gr.File(
+                        label="Load a recipe (JSON; upload its photo first), then press Edit",
+                        file_types=[".json"],
+                        height=130,
+                        elem_id="magedit-recipe-load",
+                    )
                     for control in controls.PAGE_SETTINGS[1:]:  # the preset is above
                         settings_inputs[control.name] = setting_input(control, tiny)
                     with gr.Accordion(
@@ -331,26 +418,12 @@ def build_demo(
                             "Edit a second region with its own words in the same run (Eq. 9): "
                             "paint it (it shows in blue on the photo) or upload its mask."
                         )
-                        region2_editor = BrushEditor(
-                            label="Paint the second region",
-                            type="numpy",
-                            image_mode="RGBA",
-                            sources=[],
-                            transforms=[],
-                            layers=False,
-                            brush=gr.Brush(colors=[("#2d8cff", 0.6)], color_mode="fixed"),
-                            eraser=gr.Eraser(),
-                            format="png",
-                            height=300,
-                            elem_id="magedit-region2-brush",
-                        )
-                        region2_mask_file = PhotoInput(
-                            label="Or its mask file (non-black pixels are inside)",
-                            type="filepath",
-                            image_mode=None,
-                            sources=["upload"],
-                            height=160,
-                            elem_id="magedit-region2-mask-file",
+                        region2_editor, region2_mask_file = region_inputs(
+                            "Paint the second region",
+                            [("#2d8cff", 0.6)],
+                            "Or its mask file (non-black pixels are inside)",
+                            "magedit-region2-brush",
+                            "magedit-region2-mask-file",
                         )
                         with gr.Row():
                             region2_words = gr.Textbox(
@@ -389,6 +462,27 @@ def build_demo(
                         visible=False,
                         elem_id="magedit-use-as-input",
                     )
+                report_box = gr.HTML(visible=False, elem_id="magedit-report")
+                with gr.Row(equal_height=False):
+                    leakage = gr.Image(
+                        label="Leakage: where the raw decode differs from the photo outside the "
+                        "mask (red)",
+                        interactive=False,
+                        visible=False,
+                        height=170,
+                        buttons=["fullscreen"],
+                        scale=1,
+                        min_width=200,
+                        elem_id="magedit-leakage",
+                    )
+                    recipe_file = gr.File(
+                        label="Recipe (replays this edit)",
+                        interactive=False,
+                        visible=False,
+                        scale=1,
+                        min_width=200,
+                        elem_id="magedit-recipe",
+                    )
                 with gr.Row():
                     live = gr.Image(
                         label="Preview",
@@ -405,6 +499,19 @@ def build_demo(
                         elem_id="magedit-attention",
                     )
                 charts = gr.HTML(progress_charts([], 1), elem_id="magedit-charts")
+        # ------------------------------------------------------------------- compare mode
+        compare_gallery = gr.Gallery(
+            label="Compare: the photo and each method on the same inversion and mask",
+            columns=4,
+            height=300,
+            object_fit="contain",
+            allow_preview=True,
+            preview=False,
+            interactive=False,
+            format="png",
+            visible=False,
+            elem_id="magedit-compare-results",
+        )
         # ------------------------------------------------------------------- the session
         with gr.Row(equal_height=False):
             gallery = gr.Gallery(
@@ -438,9 +545,11 @@ def build_demo(
             "target": target,
             "words": words,
             "negative_word": negative_word,
-            "preset": settings_inputs["preset"],
+            **settings_inputs,
             "grow": grow,
             "suggested": suggested,
+            "region2_words": region2_words,
+            "region2_weight": region2_weight,
         }
 
         def outputs(*names: str) -> tuple[list, Callable[[dict[str, Any]], tuple]]:
@@ -550,7 +659,8 @@ def build_demo(
         page_inputs = {
             "image": canvas, "source": source, "target": target, "words": words,
             "negative_word": negative_word, **settings_inputs, "region2_words": region2_words,
-            "region2_weight": region2_weight, "state": state, "made": made, "history": history,
+            "region2_weight": region2_weight, "compare": compare, "state": state, "made": made,
+            "history": history,
         }  # fmt: skip
         page_names = list(page_inputs)
 
@@ -583,12 +693,14 @@ def build_demo(
         run_names = [
             "status", "preview", "attention", "charts", "result", "download", "settings",
             "history", "made", "gallery", "edit_button", "cancel_button", "use_button",
+            "report", "leakage", "recipe", "compare",
         ]  # fmt: skip
         run_components = {
             "status": status, "preview": live, "attention": attention, "charts": charts,
             "result": result, "download": download, "settings": settings, "history": history,
             "made": made, "gallery": gallery, "edit_button": edit_button,
-            "cancel_button": cancel_button, "use_button": use_button,
+            "cancel_button": cancel_button, "use_button": use_button, "report": report_box,
+            "leakage": leakage, "recipe": recipe_file, "compare": compare_gallery,
         }  # fmt: skip
         run_update = converter(run_names)
 
@@ -598,11 +710,16 @@ def build_demo(
                 update = {**update, "gallery": show_history(update["history"])}
             if "download" in update and isinstance(update["download"], str):
                 # The result, its file and "Use as input" are shown once there is a result.
+                compared = update.get("compare")
                 update = {
                     **update,
                     "download": gr.update(value=update["download"], visible=True),
                     "result": gr.update(value=update["result"], visible=True),
                     "use_button": gr.update(visible=True),
+                    "report": gr.update(value=report_html(update["report"]), visible=True),
+                    "leakage": gr.update(value=update["leakage"], visible=True),
+                    "recipe": gr.update(value=update["recipe"], visible=True),
+                    "compare": gr.update(value=compared, visible=compared is not None),
                 }
             return run_update(update)
 
@@ -621,14 +738,19 @@ def build_demo(
                     "result": gr.update(value=None, visible=False),
                     "download": gr.update(value=None, visible=False),
                     "use_button": gr.update(visible=False),
+                    "report": gr.update(visible=False),
+                    "leakage": gr.update(value=None, visible=False),
+                    "recipe": gr.update(value=None, visible=False),
+                    "compare": gr.update(value=None, visible=False),
                     "settings": None,
                     "charts": ([], prepared.config.steps),
                     "edit_button": gr.update(interactive=False),
                     "cancel_button": gr.update(interactive=True),
                 }
             )
+            methods = list(METHODS) if values["compare"] else ["magedit"]
             for update in job_updates(
-                services, prepared, request, values["made"], values["history"]
+                services, prepared, request, values["made"], values["history"], methods
             ):
                 if "failure" in update:
                     update = {"status": Status(f"Cannot edit: {update['failure']}", kind="error")}
@@ -677,6 +799,17 @@ def build_demo(
         use_button.click(
             lambda d: use_convert(events.use_as_input(d)), download, use_outputs, **direct
         ).then(on_embed, state, embed_outputs, **direct)
+        recipe_outputs, recipe_convert = outputs(
+            "canvas", "state", "mask_line", "editor", "grow", "source", "target", "words",
+            "negative_word", "region2_words", "region2_weight", *settings_inputs, "suggested",
+            "status",
+        )  # fmt: skip
+        recipe_upload.upload(
+            lambda s, p: recipe_convert(events.load_recipe(services, s, p)),
+            [state, recipe_upload],
+            recipe_outputs,
+            **direct,
+        )
 
         # ------------------------------------------------------------------- the API
         add_api(

@@ -24,6 +24,7 @@ SOURCES = {
     "clicks": "your clicks",
     "file": "the mask file",
     "example": "the example's mask",
+    "recipe": "the recipe's mask",
 }
 CLICK_MODES = ("object", "background")  # what a click adds: label 1 or label 0
 POINT_COLORS = {1: (22, 163, 74), 0: (220, 38, 38)}  # by label: green on the object, red off it

@@ -46,15 +46,11 @@ class Services:
     output_dir: Path
     time_limit: float
     admission: Admission
+    line: Line  # one slot per pipeline
     examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     more_pipelines: Sequence[Callable[[], MagEditPipeline]] = ()
-    line: Line | None = None
-
-    def __post_init__(self):
-        if self.line is None:
-            from magedit.web.job import Line
-
-            self.line = Line(slots=1 + len(self.more_pipelines))
+    # The reports' CLIP scorer and, without one, why (loading.report_clip), on first use.
+    clip: Callable[[], tuple[Any, str]] = lambda: (None, "no CLIP model was given to the page")
 
     def pipeline_of(self, slot: int) -> Callable[[], MagEditPipeline]:
         """The pipeline that runs the edits of the line's ``slot``."""
