@@ -20,6 +20,7 @@ from typing import Any
 from magedit.config import DEFAULT_SAM_MODEL, SAM_MODEL_TYPES, SD14_MODEL, default_model
 from magedit.controls import say
 from magedit.errors import Says
+from magedit.loading import DTYPES
 from magedit.web.limits import MAX_FILE_SIZE, TIME_LIMIT
 
 # Results are written here under generated names; Gradio copies what a handler returns into its
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", metavar="LIST",
         help="one pipeline per device, comma-separated (cuda:0,cuda:1); edits run on as many at "
         "once, each on a free one (default: every visible GPU, else the CPU)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="auto",
+        help="the SD model's dtype; auto is bfloat16 on recent CUDA GPUs (float16 on older ones), "
+        "float32 elsewhere (float32 if an edit overflows to NaN)",
     )  # fmt: skip
     parser.add_argument(
         "--host",  # Hugging Face Spaces sets GRADIO_SERVER_NAME=0.0.0.0; an explicit --host wins
@@ -110,10 +116,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--sam-checkpoint does not go with --tiny (random weights for every model)")
     try:  # first: offline without the weights, this fails at once, before gradio is imported
         devices = pipeline_devices(args)
-        pipe = loading.load_pipeline(args.model, devices[0], "auto", args.tiny)
+        pipe = loading.load_pipeline(args.model, devices[0], args.dtype, args.tiny)
         if devices[1:] == [ALL_GPUS]:
             devices = [str(pipe.device), *other_gpus(pipe.device)]
-        more = [loading.load_pipeline(args.model, d, "auto", args.tiny) for d in devices[1:]]
+        more = [loading.load_pipeline(args.model, d, args.dtype, args.tiny) for d in devices[1:]]
     except (ValueError, OSError) as error:  # the message names the way out
         _fail(say(error, "cli"))
     if more:

@@ -439,7 +439,7 @@ def max_settings() -> dict[str, Any]:
 def find_result(outputs: Sequence[Any]) -> tuple[str, dict[str, Any], str]:
     """The edit's (status line, settings, full-resolution PNG path) among its outputs, found by
     what they are rather than where they are, so that added outputs do not break the check."""
-    status = next((o for o in outputs if isinstance(o, str) and o.startswith("Done in ")), None)
+    status = next((o for o in outputs if isinstance(o, str) and o.startswith("**Done**")), None)
     settings = next((o for o in outputs if isinstance(o, dict) and "source prompt" in o), None)
     path = None
     if settings is not None:

@@ -34,6 +34,7 @@ from magedit.config import (
     SD14_MODEL,
     TINY_QUICK,
     EditConfig,
+    default_model,
 )
 from magedit.controls import say
 from magedit.errors import is_out_of_memory
@@ -544,7 +545,8 @@ def run_edit(args: argparse.Namespace) -> int:
     image = images.load_image(image_path)
     segmented = None
     if recipe is not None:
-        recipe.check(image, recipe.model)  # the photo now; the model once it is loaded
+        # The photo and the model named, before the model loads (and again once it has).
+        recipe.check(image, "tiny-0" if args.tiny else args.model or default_model())
     elif mask_path is not None:
         mask = _fitted_mask(args, images.load_mask(mask_path), image)
     else:

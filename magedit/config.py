@@ -124,7 +124,8 @@ class EditConfig:
             _refuse("max_iter", f"must be between 0 and 200, got {self.max_iter}")
         if not 0 <= self.null_inner_steps <= 100:
             _refuse("null_inner_steps", f"must be between 0 and 100, got {self.null_inner_steps}")
-        for name in ("guidance_scale", "scale", "negative_scale", "spatial_lambda", "null_lr"):
+        floats = ("guidance_scale", "scale", "negative_scale", "spatial_lambda", "null_lr")
+        for name in (*floats, "null_epsilon"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,7 +31,7 @@ from magedit.config import (
     EditConfig,
     config_from,
 )
-from magedit.errors import PLACEHOLDER, InputError, InputErrors, Says, one_line
+from magedit.errors import InputError, InputErrors, Says, escape_braces, fill, one_line
 
 FACES = ("library", "cli", "page", "api")
 
@@ -93,7 +92,10 @@ class Control:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             shown = "empty" if value is None or value == "" else f"{short(value)}, not a number"
             raise InputError(self.field, f"{{{self.field}}} is {shown}; give {self.text()}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past float's range (10**400 from the API)
+            number = math.inf if value > 0 else -math.inf
         if not math.isfinite(number):
             raise self._refuse(number)
         if self.kind == "int" and not number.is_integer():
@@ -110,9 +112,9 @@ class Control:
 
 
 def short(value: Any, limit: int = 40) -> str:
-    """repr of a given value, cut short (it is shown in an error message)."""
+    """repr of a given value, cut short, braces doubled (it is put in a message template)."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return escape_braces(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(EditConfig)}
@@ -319,12 +321,11 @@ def say(message: str | BaseException, face: str = "library") -> str:
             return one_line(message)
         message = message.template
 
-    def name(match: re.Match) -> str:
-        field = match.group(1)
+    def name(field: str) -> str | None:
         known = field in BY_FIELD or field in INPUT_BY_FIELD
-        return word(field, face) if known else match.group(0)
+        return word(field, face) if known else None
 
-    return one_line(PLACEHOLDER.sub(name, message))
+    return one_line(fill(message, name))
 
 
 def config_from_values(values: Mapping[str, Any], tiny: bool = False) -> EditConfig:

@@ -25,7 +25,27 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
-PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+# A setting or input named in a message: {field}. Text a visitor gave is put in with its braces
+# doubled (escape_braces), and {{ and }} read back as single braces.
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([a-z][a-z0-9_]*)\}")
+
+
+def escape_braces(text: str) -> str:
+    """``text`` to put in a message as it is: its braces are not placeholders."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def fill(template: str, word) -> str:
+    """``template`` with each ``{field}`` as ``word(field)`` (None: left as it is) and doubled
+    braces as single ones."""
+
+    def one(match: re.Match) -> str:
+        if match.group(1) is None:
+            return match.group(0)[0]
+        said = word(match.group(1))
+        return match.group(0) if said is None else said
+
+    return PLACEHOLDER.sub(one, template)
 
 
 class Says:
@@ -36,7 +56,7 @@ class Says:
     template: str
 
     def __str__(self) -> str:
-        return PLACEHOLDER.sub(lambda match: match.group(1), self.template)
+        return fill(self.template, lambda field: field)
 
 
 class InputError(Says, ValueError):
@@ -76,7 +96,8 @@ class InputErrors(ValueError):
 
 class blame:  # noqa: N801 (used as ``with blame("target_prompt"):``)
     """Re-raise a ValueError raised in the block as an InputError naming ``field`` (an
-    InputError raised inside keeps its own field)."""
+    InputError raised inside keeps its own field). The ValueError's text is taken as a template:
+    the package's messages put a visitor's text in through ``prompts.quoted`` (braces doubled)."""
 
     def __init__(self, field: str, region: int | None = None):
         self.field, self.region = field, region

@@ -52,6 +52,15 @@ class WeightsUnavailable(Says, ValueError):
         self.template = message
 
 
+def public_name(model: str) -> str:
+    """The model as others may see it: a Hub id as it is, a local folder by its name only (its
+    path would tell a page's visitors about the server's disk; a recipe names it the same way on
+    every machine)."""
+    if is_local(model) or "\\" in model or Path(model).is_absolute():
+        return f"local model '{Path(model).name}'"
+    return model
+
+
 def is_local(name: str) -> bool:
     """Whether a model name is a path (it starts with /, ./, ../ or ~), not a Hub id."""
     return name.startswith(("/", "./", "../", "~"))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from magedit.errors import InputError, blame
+from magedit.errors import InputError, blame, escape_braces
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -55,9 +55,12 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
 
 
 def quoted(text: str, limit: int = _QUOTE_CHARS) -> str:
-    """`text` for an error message: whitespace runs as one space, cut to `limit` characters."""
+    """`text` for an error message: whitespace runs as one space, cut to `limit` characters,
+    braces doubled (a message names settings as ``{field}``; the visitor's ``{steps}`` is text:
+    ``errors.Says``)."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return escape_braces(text)
 
 
 def check_prompt(

@@ -22,7 +22,7 @@ import numpy as np
 
 from magedit import __version__, images
 from magedit.config import EditConfig
-from magedit.errors import InputError
+from magedit.errors import InputError, escape_braces
 
 if TYPE_CHECKING:
     from magedit.pipeline import MagEditPipeline, PreparedEdit, Region
@@ -35,6 +35,11 @@ MAX_BYTES = 8 * 2**20
 MAX_RUNS = 2**20  # runs in one mask: a megapixel checkerboard would need more, a region never
 MAX_REGIONS = 8
 MAX_TEXT = 4000  # characters of a prompt or a word (prompts.check_prompt refuses more anyway)
+
+
+def _refused(text: str) -> InputError:
+    """The recipe's error: ``text`` quotes the file's own content, so its braces are text."""
+    return InputError("recipe", escape_braces(text))
 
 
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
@@ -53,7 +58,7 @@ def rle_decode(rle: Any, where: str = "the mask") -> np.ndarray:
     """The mask of ``rle_encode``'s form; InputError naming ``where`` for anything else."""
 
     def refuse(problem: str) -> InputError:
-        return InputError("recipe", f"the recipe's {where} {problem}")
+        return _refused(f"the recipe's {where} {problem}")
 
     if not isinstance(rle, dict) or set(rle) != {"size", "counts"}:
         raise refuse('must be {"size": [height, width], "counts": [runs]}')
@@ -101,9 +106,12 @@ class Recipe:
 
     @classmethod
     def of(cls, prepared: PreparedEdit, model: str) -> Recipe:
-        """The recipe of a prepared edit on the pipeline of ``model``."""
+        """The recipe of a prepared edit on the pipeline of ``model`` (named as
+        ``hub.public_name`` names it: a local folder by its name)."""
+        from magedit.hub import public_name
+
         return cls(
-            model=model,
+            model=public_name(model),
             photo_hash=prepared.image_key,
             photo_size=tuple(prepared.original.shape[:2]),
             source_prompt=prepared.source_prompt,
@@ -136,29 +144,37 @@ class Recipe:
         return json.dumps(self.to_dict(), indent=1) + "\n"
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Recipe:
-        """Read a recipe strictly; InputError (field "recipe") says what is wrong."""
+    def from_json(cls, text: str | bytes, photo_hash: str | None = None) -> Recipe:
+        """Read a recipe strictly; InputError (field "recipe") says what is wrong. With
+        ``photo_hash``, a recipe of another photo is refused before its masks are decoded."""
         if len(text) > MAX_BYTES:
-            raise InputError(
-                "recipe", f"the recipe is {len(text)} bytes; a recipe is at most {MAX_BYTES}"
-            )
+            raise _refused(f"the recipe is {len(text)} bytes; a recipe is at most {MAX_BYTES}")
         try:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as error:
-            raise InputError("recipe", f"the recipe is not JSON ({str(error)[:80]})") from None
+            raise _refused(f"the recipe is not JSON ({str(error)[:80]})") from None
+        except RecursionError:  # thousands of nested brackets
+            raise _refused("the recipe is nested too deeply to be a recipe") from None
+        if photo_hash is not None and isinstance(data, dict):
+            photo = data.get("photo")
+            if isinstance(photo, dict) and photo.get("sha256") != photo_hash:
+                raise _refused(
+                    "the photo is not the recipe's (its pixels differ): give the recipe's photo "
+                    "to replay it",
+                )
         return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Any) -> Recipe:
         def refuse(problem: str) -> InputError:
-            return InputError("recipe", f"the recipe's {problem}")
+            return _refused(f"the recipe's {problem}")
 
         keys = {
             "kind", "recipe_version", "magedit", "model", "photo", "source_prompt",
             "target_prompt", "regions", "negative_word", "negative_prompt", "settings",
         }  # fmt: skip
         if not isinstance(data, dict) or data.get("kind") != KIND:
-            raise InputError("recipe", f'this is not a MAG-Edit recipe (no "kind": "{KIND}")')
+            raise _refused(f'this is not a MAG-Edit recipe (no "kind": "{KIND}")')
         if set(data) != keys:
             extra, missing = sorted(set(data) - keys), sorted(keys - set(data))
             raise refuse(f"keys are wrong: unknown {extra}, missing {missing}")
@@ -234,11 +250,12 @@ class Recipe:
                 f"the photo is not the recipe's (its pixels differ; the recipe's is "
                 f"{self.photo_size[1]}x{self.photo_size[0]}, this one {said})"
             )
-        if model != self.model:
-            differs.append(f"the model is '{model}', the recipe's is '{self.model}'")
+        from magedit.hub import public_name
+
+        if public_name(model) != self.model:
+            differs.append(f"the model is '{public_name(model)}', the recipe's is '{self.model}'")
         if differs:
-            raise InputError(
-                "recipe",
+            raise _refused(
                 "; ".join(differs) + ": give the recipe's photo and load its model to replay it",
             )
 

@@ -572,3 +572,20 @@ def test_a_recipe_replays_the_edit_byte_for_byte(files, tmp_path, capsys):
     args[5] = str(bad)
     assert cli.main(args) == 2
     assert "magedit: error: the recipe's keys are wrong" in capsys.readouterr().err
+
+
+def test_a_recipe_of_another_model_is_refused_before_the_model_loads(
+    files, tmp_path, capsys, monkeypatch
+):
+    first = tmp_path / "first.png"
+    assert cli.main(edit_args(files, first, "--quiet")) == 0
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a recipe of another model")
+
+    monkeypatch.setattr(cli, "load_pipeline", no_model)
+    args = ["edit", "--image", str(files / "photo.png"), "--recipe",
+            str(tmp_path / "first.recipe.json"), "--model", str(tmp_path), "--quiet"]  # fmt: skip
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"the model is 'local model '{tmp_path.name}'', the recipe's is 'tiny-0'" in err

@@ -153,6 +153,7 @@ def hostile(recipe: dict, **changes) -> bytes:
         (lambda r: b"not json", "the recipe is not JSON"),
         (lambda r: b"[1, 2]", "this is not a MAG-Edit recipe"),
         (lambda r: hostile(r, extra=1), "keys are wrong: unknown ['extra']"),
+        (lambda r: hostile(r, **{"{steps}": 1}), "keys are wrong: unknown ['{steps}']"),
         (lambda r: hostile(r, source_prompt=3), "source prompt must be text"),
         (
             lambda r: hostile(r, settings={**r["settings"], "steps": "50"}),
@@ -182,6 +183,11 @@ def hostile(recipe: dict, **changes) -> bytes:
             "counts must be a list of 1 to",
         ),
         (lambda r: b" " * (MAX_BYTES + 1), "a recipe is at most"),
+        (lambda r: b'{"kind": "magedit-recipe", "x": ' + b"[" * 100_000, "nested too deeply"),
+        (
+            lambda r: hostile(r, settings={**r["settings"], "null_epsilon": "x"}),
+            "null_epsilon must be a finite number",
+        ),
     ],
 )
 def test_a_malformed_or_hostile_recipe_is_refused_in_words(tiny_pipe, prepared, change, says):
@@ -191,3 +197,12 @@ def test_a_malformed_or_hostile_recipe_is_refused_in_words(tiny_pipe, prepared, 
     assert says in str(refused.value), str(refused.value)
     assert refused.value.field == "recipe"
     assert controls.say(refused.value, "cli").startswith(str(refused.value)[:10])
+    assert says in controls.say(refused.value, "page")  # the file's braces stay text
+
+
+def test_a_recipe_names_a_local_model_by_its_folder_on_every_face(tiny_pipe, prepared):
+    recipe = Recipe.of(prepared, "/srv/models/sd14")
+    assert recipe.model == "local model 'sd14'"
+    recipe.check(scene(H, W), "./models/sd14")  # the same folder name: the same model
+    with pytest.raises(InputError, match="the model is 'CompVis/stable-diffusion-v1-4'"):
+        recipe.check(scene(H, W), "CompVis/stable-diffusion-v1-4")

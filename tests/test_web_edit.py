@@ -266,6 +266,7 @@ NAN, INF = float("nan"), float("inf")
         ("iterations", 2.5, "iterations is 2.5; give a whole number from 0 to 30"),
         ("iterations", True, "iterations is True, not a number; give a whole number"),
         ("steps", NAN, "steps is nan; give a whole number from 5 to 100"),
+        ("steps", 10**400, "steps is inf; give a whole number from 5 to 100"),
         ("steps", 4, "steps is 4, out of range; give a whole number from 5 to 100"),
         ("steps", "10", "steps is '10', not a number; give a whole number from 5 to 100"),
         ("steps", [10], "steps is [10], not a number; give a whole number from 5 to 100"),
@@ -1079,3 +1080,40 @@ def test_the_gpu_reservation_covers_every_method_of_a_compare():
         job.Plan.of(prepared.config, False).inversion
     )
     assert three >= one + 2 * baselines - 1 and per_call > 0
+
+
+def test_a_visitors_braces_are_text_not_a_setting(svc):
+    """A prompt with "{steps}" in it is quoted as typed, never with the page's word for the
+    setting (messages name settings as {field})."""
+    target = "a photo of a {steps} sofa"
+    said = text(events.check_text(svc, SOURCE, target, "blue", "", 1, ""))
+    assert f"edit word 'blue' is not in the target prompt '{target}'" in said, said
+
+
+def test_a_loaded_recipe_keeps_its_words_while_its_prompts_stay(svc, finished):
+    updates, fin_svc, prepared = finished
+    suggested = {"words": "green", "negative_word": "", "prompts": [SOURCE, TARGET]}
+    assert events.suggest_words(fin_svc, SOURCE, TARGET, "green", "", suggested) == {}
+    # Once the visitor changes a prompt, the filled-in fields follow it again.
+    changed = events.suggest_words(fin_svc, SOURCE, TARGET2, "green", "", suggested)
+    fresh = events.suggest_words(fin_svc, SOURCE, TARGET2, "", "", None)
+    assert fresh["words"] == "green, wooden, table" and fresh["negative_word"] == "red"
+    assert changed["words"] == fresh["words"] and changed["negative_word"] == "red"
+
+
+def test_a_recipe_the_page_cannot_hold_is_refused_with_the_way_to_replay_it(
+    svc, tmp_path, finished
+):
+    from magedit.recipe import Recipe
+
+    updates, fin_svc, prepared = finished
+    recipe = Recipe.from_json(Path(updates[-1]["recipe"]).read_text())
+    big = write_photo(tmp_path, "big.png", photo(*BIG))
+    state, _ = masks.new_photo(big)
+    odd = tmp_path / "negative-prompt.json"
+    odd.write_text(dataclasses.replace(recipe, negative_word="sofa",
+                                       negative_prompt="a sofa").to_json())  # fmt: skip
+    said = text(events.load_recipe(fin_svc, state, str(odd)))
+    assert "a negative prompt of its own" in said and "from the command line" in said
+    assert events.words_text(["ice cream"]) == "ice cream,"
+    assert events.parse_words(events.words_text(["ice cream"])) == ["ice cream"]

@@ -278,6 +278,8 @@ def test_main_builds_the_page_on_the_loaded_models_and_launches_it(
 
     monkeypatch.setattr(magedit.web, "build_demo", build)
     app.main(["--tiny", "--time-limit", "45", "--behind-proxy", "--port", "7999"])
+    scorer, why = built.pop("load_clip")()
+    assert scorer is None and "random weights" in why  # --tiny: no CLIP score, and why
     assert built == {
         "tiny": True,
         "output_dir": tmp_path / "outputs",

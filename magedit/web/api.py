@@ -112,9 +112,9 @@ def add_api(services: Services, tiny: bool, text: dict[str, Any], outputs: dict[
         for update in job_updates(services, prepared, request):
             if "failure" in update:
                 raise gr.Error(update["failure"], title="Cannot edit", print_exception=False)
-            yield convert(
-                {**update, "status": update["status"].text} if "status" in update else update
-            )
+            if "status" in update:
+                update = {**update, "status": status_text(update["status"])}
+            yield convert(update)
 
     api_edit_button.click(
         named_handler(edit, API_PARAMETERS, defaults),
@@ -177,6 +177,15 @@ def add_api(services: Services, tiny: bool, text: dict[str, Any], outputs: dict[
         concurrency_limit=SEGMENT_CONCURRENCY,
         concurrency_id=SEGMENT,
     )
+
+
+def status_text(status: Any) -> str:
+    """The status line for API clients (Markdown): its text and the time left; the last one
+    "**Done** in 3.1 s." as before."""
+    text = f"{status.text} {status.note}".strip()
+    if status.kind == "done" and text.startswith("Done"):
+        return f"**Done**{text[4:]}"
+    return text
 
 
 def api_request(named: dict[str, Any]) -> events.Request:

@@ -168,6 +168,7 @@ def example(services: Services, index: int) -> dict[str, Any]:
         "suggested": {
             "words": ", ".join(chosen["words"]),
             "negative_word": chosen["negative_word"] or "",
+            "prompts": [chosen["source"], chosen["target"]],
         },
         "status": Status(
             f"Example “{chosen['name']}”: its mask and prompts are filled in. Press Edit, or click "
@@ -343,7 +344,6 @@ def load_recipe(services: Services, state: masks.MaskState, path: str | None) ->
     settings fill the page (press Edit to replay it: the same PNG). Refused in words otherwise,
     and when its settings are not ones the page offers (then from the command line)."""
     from magedit.recipe import MAX_BYTES, Recipe
-    from magedit.web.job import public_model_name
 
     if path is None:
         return {}
@@ -352,11 +352,12 @@ def load_recipe(services: Services, state: masks.MaskState, path: str | None) ->
     try:
         if Path(path).stat().st_size > MAX_BYTES:
             raise InputError("recipe", f"the file is over {MAX_BYTES} bytes: not a recipe")
-        recipe = Recipe.from_json(Path(path).read_bytes())
+        recipe = Recipe.from_json(Path(path).read_bytes(), photo_hash=state.key)
         pipe = model(services.pipeline, "the model")
-        recipe.check(images.load_image(state.photo), public_model_name(pipe.model_id))
+        recipe.check(images.load_image(state.photo), pipe.model_id)
         values = page_settings(recipe.config)
-    except (InputError, OSError) as error:
+        page_regions(recipe)
+    except (ValueError, OSError) as error:  # an InputError, or the photo's upload gone
         log(f"a recipe: {error}")
         return {
             "status": Status(f"Cannot use this recipe: {controls.say(error, 'page')}", kind="error")
@@ -382,16 +383,53 @@ def load_recipe(services: Services, state: masks.MaskState, path: str | None) ->
         "grow": 0,
         "source": recipe.source_prompt,
         "target": recipe.target_prompt,
-        "words": ", ".join(first.words),
+        "words": words_text(first.words),
         "negative_word": recipe.negative_word or "",
-        "region2_words": ", ".join(region2.words) if region2 else "",
+        "region2_words": words_text(region2.words) if region2 else "",
         "region2_weight": region2.weight if region2 else 1.0,
         **values,
-        "suggested": {"words": ", ".join(first.words), "negative_word": recipe.negative_word or ""},
+        # The recipe's words are not the prompts' suggestion: they stay while the prompts do.
+        "suggested": {
+            "words": words_text(first.words),
+            "negative_word": recipe.negative_word or "",
+            "prompts": [recipe.source_prompt, recipe.target_prompt],
+        },
         "status": Status(
             "Recipe loaded: its mask, prompts and settings are in. Press Edit to replay it."
         ),
     }
+
+
+def words_text(words: Sequence[str]) -> str:
+    """Edit words as the words box reads them back (``parse_words``): comma separated, and a
+    lone word of several ("ice cream") with a comma after it."""
+    if len(words) == 1 and " " in words[0]:
+        return f"{words[0]},"
+    return ", ".join(words)
+
+
+def page_regions(recipe: Any) -> None:
+    """InputError("recipe") when the page cannot hold the recipe's regions and negative prompt
+    (one region of weight 1 and a second of the page's range; the source as the negative
+    prompt): such a recipe replays from the command line."""
+    cannot = []
+    if len(recipe.regions) > 2:
+        cannot.append(f"{len(recipe.regions)} regions (the page holds 2)")
+    if recipe.regions[0].weight != 1.0:
+        cannot.append("a first region's weight other than 1")
+    if len(recipe.regions) == 2:
+        try:
+            controls.BY_FIELD["region2_weight"].check(recipe.regions[1].weight)
+        except InputError:
+            cannot.append("a second region's weight outside the page's range")
+    if recipe.negative_prompt not in (None, recipe.source_prompt):
+        cannot.append("a negative prompt of its own")
+    if cannot:
+        raise InputError(
+            "recipe",
+            f"it has {', '.join(cannot)}; replay it from the command line (magedit edit, given "
+            "the recipe)",
+        )
 
 
 def page_settings(config: Any) -> dict[str, Any]:
@@ -442,7 +480,8 @@ def without_prompts(message: str, *texts: Any) -> str:
     sees just above it ("... is not in the target prompt 'a long prompt ...'; ...")."""
     for text in texts:
         if isinstance(text, str) and text.strip():
-            message = message.replace(f" '{prompts.quoted(text.strip())}'", "")
+            shown = prompts.quoted(text.strip()).replace("{{", "{").replace("}}", "}")
+            message = message.replace(f" '{shown}'", "")
     return message
 
 
@@ -477,6 +516,8 @@ def suggest_words(
     replaced = prompts.replaced_words(tokenizer, text.source, text.target)
     fresh = {"words": ", ".join(text.words[0]), "negative_word": replaced[0] if replaced else ""}
     suggested = dict(suggested or {})
+    if suggested.get("prompts") == [source, target]:
+        return {}  # the prompts an example or a recipe filled in, with its own words
     current = {"words": words, "negative_word": negative}
     update: dict[str, Any] = {}
     for name in FILLED:

@@ -308,7 +308,6 @@ class Plan:
 
     inversion: list[float]
     editing: list[float]
-    max_iter: int
 
     @classmethod
     def of(cls, config: EditConfig, negative: bool, methods: Sequence[str] = ("magedit",)) -> Plan:
@@ -327,7 +326,6 @@ class Plan:
         return cls(
             inversion=[call_seconds(calls) for calls in inversion_calls(config)],
             editing=editing,
-            max_iter=config.max_iter,
         )
 
     def edited(self, step: float) -> float:
@@ -541,7 +539,7 @@ class Stream:
         path = files.save_result(
             result.composited, output_dir, files.edit_phrase(prepared), keep=MAX_OUTPUTS
         )
-        recipe = Recipe.of(prepared, public_model_name(model))
+        recipe = Recipe.of(prepared, model)
         recipe_path = path.with_suffix(".recipe.json")
         files.write_bytes(recipe_path, recipe.to_json().encode())
         reports = {m: report.measure(r, prepared.original, *clip) for m, r in self.results.items()}
@@ -601,11 +599,10 @@ class Stream:
 
 
 def public_model_name(model: str) -> str:
-    """The model as a visitor may see it: a Hub id as it is, a local folder by its name only
-    (its path would tell every visitor about the server's disk)."""
-    if model.startswith(("/", "./", "../", "~")) or "\\" in model or Path(model).is_absolute():
-        return f"local model '{Path(model).name}'"
-    return model
+    """The model as a visitor may see it (``hub.public_name``)."""
+    from magedit.hub import public_name
+
+    return public_name(model)
 
 
 def show_history(history: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:

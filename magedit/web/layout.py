@@ -380,12 +380,6 @@ def build_demo(
                         status_html(Status("Upload a photo or pick an example to start.")),
                         elem_id="magedit-status",
                     )
-                compare = gr.Checkbox(
-                    value=False,
-                    label="Compare: also run prompt-to-prompt (with and without latent blend) "
-                    "on the same inversion and mask",
-                    elem_id="magedit-compare",
-                )
                 with gr.Row():
                     words = gr.Textbox(
                         value="",  # the API's default: picked from the prompts
@@ -401,6 +395,12 @@ def build_demo(
                         min_width=120,
                         elem_id="magedit-negative-word",
                     )
+                # Below the words: an error on a word must stay on the first screen (1366x768).
+                compare = gr.Checkbox(
+                    value=False,
+                    label="Compare with prompt-to-prompt (P2P and P2P + blend, same inversion)",
+                    elem_id="magedit-compare",
+                )
                 settings_inputs = {"preset": setting_input(controls.BY_NAME["preset"], tiny)}
                 with gr.Accordion("Advanced", open=False, elem_id="magedit-advanced"):
                     recipe_upload = gr.File(
@@ -711,8 +711,11 @@ def build_demo(
             if "download" in update and isinstance(update["download"], str):
                 # The result, its file and "Use as input" are shown once there is a result.
                 compared = update.get("compare")
+                # The recipe is a file to download here; its mask runs would crowd the JSON.
+                shown_settings = {k: v for k, v in update["settings"].items() if k != "recipe"}
                 update = {
                     **update,
+                    "settings": shown_settings,
                     "download": gr.update(value=update["download"], visible=True),
                     "result": gr.update(value=update["result"], visible=True),
                     "use_button": gr.update(visible=True),
