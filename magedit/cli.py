@@ -34,12 +34,11 @@ from magedit.config import (
     SD14_MODEL,
     TINY_QUICK,
     EditConfig,
-    default_model,
 )
 from magedit.controls import say
 from magedit.errors import is_out_of_memory
 from magedit.files import IMAGE_FORMATS, edit_phrase, result_name, write_bytes, write_image
-from magedit.loading import DTYPES, load_pipeline, load_segmenter, quiet_libraries
+from magedit.loading import DTYPES, load_pipeline, load_segmenter, model_name, quiet_libraries
 from magedit.loading import report_clip as load_report_clip
 
 if TYPE_CHECKING:
@@ -546,7 +545,7 @@ def run_edit(args: argparse.Namespace) -> int:
     segmented = None
     if recipe is not None:
         # The photo and the model named, before the model loads (and again once it has).
-        recipe.check(image, "tiny-0" if args.tiny else args.model or default_model())
+        recipe.check(image, model_name(args.model, args.tiny))
     elif mask_path is not None:
         mask = _fitted_mask(args, images.load_mask(mask_path), image)
     else:

@@ -33,6 +33,11 @@ def _refuse(field: str, rule: str) -> None:
     raise InputError(field, f"{{{field}}} {rule}")
 
 
+def tiny_model_id(seed: int = 0) -> str:
+    """The model id of the random-weight pipeline (``MagEditPipeline.tiny``) of ``seed``."""
+    return f"tiny-{seed}"
+
+
 def default_model() -> str:
     """The model to load when none is named: $MAGEDIT_MODEL, else SD v1.4."""
     return os.environ.get("MAGEDIT_MODEL") or SD14_MODEL
@@ -124,8 +129,15 @@ class EditConfig:
             _refuse("max_iter", f"must be between 0 and 200, got {self.max_iter}")
         if not 0 <= self.null_inner_steps <= 100:
             _refuse("null_inner_steps", f"must be between 0 and 100, got {self.null_inner_steps}")
-        floats = ("guidance_scale", "scale", "negative_scale", "spatial_lambda", "null_lr")
-        for name in (*floats, "null_epsilon"):
+        reals = (
+            "guidance_scale",
+            "scale",
+            "negative_scale",
+            "spatial_lambda",
+            "null_lr",
+            "null_epsilon",
+        )
+        for name in reals:
             value = getattr(self, name)
             if (
                 isinstance(value, bool)

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magedit.config import default_model
+from magedit.config import default_model, tiny_model_id
 from magedit.errors import InputError, MissingFile, one_line
 
 if TYPE_CHECKING:
@@ -79,6 +79,12 @@ def _reason(error: BaseException) -> str:
 
 
 @functools.lru_cache(maxsize=8)  # one per GPU of a host (app.py --devices)
+def model_name(model: str | None, tiny: bool = False) -> str:
+    """The name of the model ``load_pipeline(model, tiny=tiny)`` loads (its ``model_id``), known
+    before it loads."""
+    return tiny_model_id() if tiny else model or default_model()
+
+
 def load_pipeline(
     model: str | None = None, device: str | None = None, dtype: str = "auto", tiny: bool = False
 ) -> MagEditPipeline:

@@ -23,7 +23,7 @@ import torch
 
 from magedit import images, prompts
 from magedit.attention import CallPlan, EarlyExit, install
-from magedit.config import EditConfig, default_model, method_variant
+from magedit.config import EditConfig, default_model, method_variant, tiny_model_id
 from magedit.errors import InputError, blame
 from magedit.graphs import CapturedGradient, CapturedStep
 from magedit.guidance import (
@@ -349,7 +349,7 @@ class MagEditPipeline:
         """Random-weight components (``magedit.tiny``): offline, seconds on a CPU, output noise."""
         from magedit.tiny import tiny_components
 
-        return cls(**tiny_components(seed), device=device, model_id=f"tiny-{seed}", **kwargs)
+        return cls(**tiny_components(seed), device=device, model_id=tiny_model_id(seed), **kwargs)
 
     # ------------------------------------------------------------------ model calls
     @torch.no_grad()

@@ -54,13 +54,17 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
     return list(tokenizer.encode(prompt))
 
 
-def quoted(text: str, limit: int = _QUOTE_CHARS) -> str:
-    """`text` for an error message: whitespace runs as one space, cut to `limit` characters,
-    braces doubled (a message names settings as ``{field}``; the visitor's ``{steps}`` is text:
-    ``errors.Says``)."""
+def shortened(text: str, limit: int = _QUOTE_CHARS) -> str:
+    """`text` as an error message shows it: whitespace runs as one space, cut to `limit`
+    characters."""
     text = " ".join(text.split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return escape_braces(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quoted(text: str, limit: int = _QUOTE_CHARS) -> str:
+    """`text` to put in an error message's template: ``shortened``, braces doubled (a message
+    names settings as ``{field}``; the visitor's ``{steps}`` is text: ``errors.Says``)."""
+    return escape_braces(shortened(text, limit))
 
 
 def check_prompt(

@@ -23,6 +23,7 @@ import numpy as np
 from magedit import __version__, images
 from magedit.config import EditConfig
 from magedit.errors import InputError, escape_braces
+from magedit.hub import public_name
 
 if TYPE_CHECKING:
     from magedit.pipeline import MagEditPipeline, PreparedEdit, Region
@@ -108,8 +109,6 @@ class Recipe:
     def of(cls, prepared: PreparedEdit, model: str) -> Recipe:
         """The recipe of a prepared edit on the pipeline of ``model`` (named as
         ``hub.public_name`` names it: a local folder by its name)."""
-        from magedit.hub import public_name
-
         return cls(
             model=public_name(model),
             photo_hash=prepared.image_key,
@@ -250,10 +249,8 @@ class Recipe:
                 f"the photo is not the recipe's (its pixels differ; the recipe's is "
                 f"{self.photo_size[1]}x{self.photo_size[0]}, this one {said})"
             )
-        from magedit.hub import public_name
-
-        if public_name(model) != self.model:
-            differs.append(f"the model is '{public_name(model)}', the recipe's is '{self.model}'")
+        if (named := public_name(model)) != self.model:
+            differs.append(f"the model is '{named}', the recipe's is '{self.model}'")
         if differs:
             raise _refused(
                 "; ".join(differs) + ": give the recipe's photo and load its model to replay it",

@@ -41,6 +41,7 @@ from web_support import (
 )
 
 from magedit import controls, images
+from magedit.hub import public_name
 from magedit.web import build_demo, charts, events, job, layout, masks
 from magedit.web.admission import Admission
 from magedit.web.api import API_PARAMETERS
@@ -555,7 +556,7 @@ def test_the_progress_bar_never_goes_back_when_the_inversion_is_cached(svc, path
     ],
 )
 def test_a_local_model_folder_is_not_shown(model, shown):
-    assert job.public_model_name(model) == shown
+    assert public_name(model) == shown
 
 
 def test_a_local_model_folder_stays_out_of_the_settings(svc, path, monkeypatch, tiny_pipe):

@@ -480,8 +480,7 @@ def without_prompts(message: str, *texts: Any) -> str:
     sees just above it ("... is not in the target prompt 'a long prompt ...'; ...")."""
     for text in texts:
         if isinstance(text, str) and text.strip():
-            shown = prompts.quoted(text.strip()).replace("{{", "{").replace("}}", "}")
-            message = message.replace(f" '{shown}'", "")
+            message = message.replace(f" '{prompts.shortened(text.strip())}'", "")
     return message
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from magedit import files, images, preview, report
 from magedit.config import METHOD_LABELS
 from magedit.errors import is_out_of_memory, one_line
+from magedit.hub import public_name
 from magedit.web.limits import GALLERY_SIZE, MAX_OUTPUTS
 from magedit.web.services import ModelUnavailable, Services, log, model
 
@@ -548,7 +549,7 @@ class Stream:
         cached = result.inversion_cached
         curve = self.curve(self.curves.get("magedit", self.steps))
         settings = {
-            "model": public_model_name(model),
+            "model": public_name(model),
             "source prompt": result.source_prompt,
             "target prompt": result.target_prompt,
             "edit words": [w for words in result.words for w in words],
@@ -596,13 +597,6 @@ class Stream:
             "curve": curve,
             "made": self.made | {self.inversion.key},
         }
-
-
-def public_model_name(model: str) -> str:
-    """The model as a visitor may see it (``hub.public_name``)."""
-    from magedit.hub import public_name
-
-    return public_name(model)
 
 
 def show_history(history: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
