@@ -78,13 +78,13 @@ def _reason(error: BaseException) -> str:
     return reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 3] + "..."
 
 
-@functools.lru_cache(maxsize=8)  # one per GPU of a host (app.py --devices)
 def model_name(model: str | None, tiny: bool = False) -> str:
     """The name of the model ``load_pipeline(model, tiny=tiny)`` loads (its ``model_id``), known
     before it loads."""
     return tiny_model_id() if tiny else model or default_model()
 
 
+@functools.lru_cache(maxsize=8)  # one per GPU of a host (app.py --devices)
 def load_pipeline(
     model: str | None = None, device: str | None = None, dtype: str = "auto", tiny: bool = False
 ) -> MagEditPipeline:
